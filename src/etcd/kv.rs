@@ -1,0 +1,314 @@
+//! Key-value calls: get, set, setnx, setx, delete, readdir (plain and paged), rmdir.
+
+use serde_json::{json, Map, Value};
+
+use super::client::{Client, Replay};
+use super::error::{Error, Result};
+use super::txn::{Compare, CompareResult, CompareTarget, TxnOp};
+use super::types::{
+    DeleteResponse, GetResponse, KeyValue, PutResponse, RangeResponse, TxnResponse, WireDelete,
+    WirePut, WireRange,
+};
+
+/// Options of `get`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// Read at this revision; 0 or `None` is the newest.
+    pub revision: Option<i64>,
+}
+
+/// Options of `set`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// Attach the key to this lease.
+    pub lease: Option<i64>,
+    /// Return the previous key-value.
+    pub prev_kv: bool,
+    /// Keep the current value (the key must exist).
+    pub ignore_value: bool,
+    /// Keep the current lease (the key must exist).
+    pub ignore_lease: bool,
+}
+
+/// Options of `delete` and `rmdir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    pub prev_kv: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+/// Options of `readdir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReaddirOptions {
+    pub revision: Option<i64>,
+    /// At most this many keys; 0 or `None` is no limit.
+    pub limit: Option<i64>,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+/// Every key under a prefix, read in pages at one revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The revision all pages were read at: watch from `revision + 1`.
+    pub revision: i64,
+    pub kvs: Vec<KeyValue>,
+}
+
+/// Keys per page for [`Client::readdir_paged`] unless told otherwise.
+pub const DEFAULT_PAGE: i64 = 1000;
+
+impl SortOrder {
+    fn wire(self) -> &'static str {
+        match self {
+            SortOrder::None => "NONE",
+            SortOrder::Ascend => "ASCEND",
+            SortOrder::Descend => "DESCEND",
+        }
+    }
+}
+
+impl SortTarget {
+    fn wire(self) -> &'static str {
+        match self {
+            SortTarget::Key => "KEY",
+            SortTarget::Version => "VERSION",
+            SortTarget::Create => "CREATE",
+            SortTarget::Mod => "MOD",
+            SortTarget::Value => "VALUE",
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        Err(Error::EmptyKey)
+    } else {
+        Ok(())
+    }
+}
+
+impl Client {
+    // === request bodies (shared with txn) ===
+
+    pub(crate) fn range_body(&self, key: &str, dir: bool, opts: &ReaddirOptions) -> Value {
+        let codec = &self.inner.codec;
+        let mut body = Map::new();
+        body.insert("key".into(), codec.key(key).into());
+        if dir {
+            body.insert("range_end".into(), codec.dir_range_end(key).into());
+        }
+        if let Some(rev) = opts.revision.filter(|r| *r > 0) {
+            body.insert("revision".into(), rev.to_string().into());
+        }
+        if let Some(limit) = opts.limit.filter(|l| *l > 0) {
+            body.insert("limit".into(), limit.to_string().into());
+        }
+        if opts.sort_order != SortOrder::None {
+            body.insert("sort_order".into(), opts.sort_order.wire().into());
+            body.insert("sort_target".into(), opts.sort_target.wire().into());
+        }
+        if opts.keys_only {
+            body.insert("keys_only".into(), true.into());
+        }
+        if opts.count_only {
+            body.insert("count_only".into(), true.into());
+        }
+        Value::Object(body)
+    }
+
+    pub(crate) fn put_body(&self, key: &str, value: &Value, opts: &SetOptions) -> Result<Value> {
+        let codec = &self.inner.codec;
+        let mut body = Map::new();
+        body.insert("key".into(), codec.key(key).into());
+        if !opts.ignore_value {
+            body.insert("value".into(), codec.encode_value(key, value)?.into());
+        }
+        if let Some(lease) = opts.lease.filter(|l| *l != 0) {
+            body.insert("lease".into(), lease.to_string().into());
+        }
+        for (flag, name) in [
+            (opts.prev_kv, "prev_kv"),
+            (opts.ignore_value, "ignore_value"),
+            (opts.ignore_lease, "ignore_lease"),
+        ] {
+            if flag {
+                body.insert(name.into(), true.into());
+            }
+        }
+        Ok(Value::Object(body))
+    }
+
+    pub(crate) fn delete_body(&self, key: &str, dir: bool, opts: &DeleteOptions) -> Value {
+        let codec = &self.inner.codec;
+        let mut body = json!({"key": codec.key(key)});
+        if dir {
+            body["range_end"] = codec.dir_range_end(key).into();
+        }
+        if opts.prev_kv {
+            body["prev_kv"] = true.into();
+        }
+        body
+    }
+
+    fn decode_err(&self, key: &str, reason: String) -> Error {
+        Error::Decode {
+            endpoint: String::from("(answer)"),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    // === calls ===
+
+    /// Reads one key.
+    pub async fn get(&self, key: &str, opts: GetOptions) -> Result<GetResponse> {
+        check_key(key)?;
+        let ropts = ReaddirOptions {
+            revision: opts.revision,
+            ..Default::default()
+        };
+        let body = self.range_body(key, false, &ropts);
+        let range: WireRange = self.post("/kv/range", &body, key, Replay::Safe).await?;
+        let mut range = range
+            .decode(&self.inner.codec)
+            .map_err(|r| self.decode_err(key, r))?;
+        Ok(GetResponse {
+            header: range.header,
+            kv: range.kvs.pop(),
+        })
+    }
+
+    /// Writes one key.
+    pub async fn set(&self, key: &str, value: &Value, opts: SetOptions) -> Result<PutResponse> {
+        check_key(key)?;
+        let body = self.put_body(key, value, &opts)?;
+        let put: WirePut = self.post("/kv/put", &body, key, Replay::Safe).await?;
+        put.decode(&self.inner.codec)
+            .map_err(|r| self.decode_err(key, r))
+    }
+
+    /// Writes the key only if it does not exist (`succeeded` says whether it did).
+    pub async fn setnx(&self, key: &str, value: &Value) -> Result<TxnResponse> {
+        check_key(key)?;
+        let missing = Compare::new(key, CompareTarget::CreateRevision(0), CompareResult::Equal);
+        let put = TxnOp::put(key, value.clone(), SetOptions::default());
+        self.txn(&[missing], &[put], &[]).await
+    }
+
+    /// Writes the key only if it exists (`succeeded` says whether it did).
+    pub async fn setx(&self, key: &str, value: &Value) -> Result<TxnResponse> {
+        check_key(key)?;
+        let missing = Compare::new(key, CompareTarget::CreateRevision(0), CompareResult::Equal);
+        let put = TxnOp::put(key, value.clone(), SetOptions::default());
+        let resp = self.txn(&[missing], &[], &[put]).await?;
+        // The txn "succeeds" when the key is missing, which for setx means nothing was written.
+        Ok(TxnResponse {
+            succeeded: !resp.succeeded,
+            ..resp
+        })
+    }
+
+    /// Deletes one key.
+    pub async fn delete(&self, key: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
+        check_key(key)?;
+        let body = self.delete_body(key, false, &opts);
+        let del: WireDelete = self.post("/kv/deleterange", &body, key, Replay::Safe).await?;
+        del.decode(&self.inner.codec)
+            .map_err(|r| self.decode_err(key, r))
+    }
+
+    /// Reads every key starting with `dir` (a plain prefix: pass a trailing `/` so that
+    /// `/dir/` does not also match `/dir-x`). An empty `dir` with no key prefix reads all keys.
+    pub async fn readdir(&self, dir: &str, opts: ReaddirOptions) -> Result<RangeResponse> {
+        let body = self.range_body(dir, true, &opts);
+        let range: WireRange = self.post("/kv/range", &body, dir, Replay::Safe).await?;
+        range
+            .decode(&self.inner.codec)
+            .map_err(|r| self.decode_err(dir, r))
+    }
+
+    /// Reads every key under `dir` in pages of `page` keys, all at the revision of the first
+    /// page, so a prefix of any size is read consistently without hitting etcd's reply limit.
+    /// A page etcd still finds too large is retried with half as many keys.
+    pub async fn readdir_paged(&self, dir: &str, page: i64) -> Result<Snapshot> {
+        let codec = &self.inner.codec;
+        let range_end = codec.dir_range_end(dir);
+        let mut page = page.max(1);
+        let mut revision = 0i64;
+        let mut start = codec.full_key(dir).into_bytes();
+        let mut kvs = Vec::new();
+        loop {
+            let mut body = json!({
+                "key": super::codec::b64(&start),
+                "range_end": range_end,
+                "limit": page.to_string(),
+            });
+            if revision > 0 {
+                body["revision"] = revision.to_string().into();
+            }
+            let range: Result<WireRange> = self.post("/kv/range", &body, dir, Replay::Safe).await;
+            let range = match range {
+                Err(Error::Status { ref message, .. })
+                    if page > 1 && message.contains("larger than max") =>
+                {
+                    page /= 2;
+                    log::info!("etcd page for {dir:?} too large; reading {page} keys at a time");
+                    continue;
+                }
+                other => other?,
+            };
+            if revision == 0 {
+                revision = range.header.revision;
+            }
+            let more = range.more;
+            if let Some(last) = range.kvs.last() {
+                start = super::codec::unb64(&last.key).map_err(|r| self.decode_err(dir, r))?;
+                start.push(0);
+            }
+            let page_kvs = super::types::decode_kvs(range.kvs, codec)
+                .map_err(|r| self.decode_err(dir, r))?;
+            let empty = page_kvs.is_empty();
+            kvs.extend(page_kvs);
+            if !more || empty {
+                return Ok(Snapshot { revision, kvs });
+            }
+        }
+    }
+
+    /// Deletes every key starting with `dir` (a plain prefix, as for `readdir`).
+    pub async fn rmdir(&self, dir: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
+        let body = self.delete_body(dir, true, &opts);
+        let del: WireDelete = self.post("/kv/deleterange", &body, dir, Replay::Safe).await?;
+        del.decode(&self.inner.codec)
+            .map_err(|r| self.decode_err(dir, r))
+    }
+
+    /// Compacts the store's history up to `revision`.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<()> {
+        let body = json!({"revision": revision.to_string(), "physical": physical});
+        let _: super::types::WireHeaderOnly = self
+            .post("/kv/compaction", &body, "", Replay::Safe)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Portico: an API gateway data plane on Pingora that keeps its routing config in etcd,
+//! in APISIX's layout.
+#![forbid(unsafe_code)]
+
+pub mod etcd;

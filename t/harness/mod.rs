@@ -1,0 +1,437 @@
+//! The shared test harness: real etcd members (single, with auth, with TLS, a 3-member
+//! cluster) on free loopback ports, each in its own temp dir, stopped when dropped (also on
+//! panic). Tests using it can run in parallel.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+// === temp dirs and ports ===
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "portico-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody in this process was given before and that is free right now.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a free port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A plain HTTP/1.1 request over std TCP, for readiness checks without the client under test.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+// === certificates ===
+
+/// A CA, a server certificate (localhost, etcd.test, 127.0.0.1) and a client certificate,
+/// made with the openssl command at test time.
+pub struct Certs {
+    pub dir: TempDir,
+}
+
+impl Certs {
+    pub fn generate() -> Certs {
+        let dir = TempDir::new("certs");
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("run openssl (install the openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,DNS:etcd.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=portico test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+        for (name, cn) in [("server", "localhost"), ("client", "root"), ("other-ca", "other")] {
+            if name == "other-ca" {
+                run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=another CA", "-keyout", "other-ca.key", "-out", "other-ca.pem"]);
+                continue;
+            }
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")]);
+            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.pem")]);
+        }
+        Certs { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+// === etcd ===
+
+/// How a member is run.
+#[derive(Clone, Default)]
+pub struct EtcdConfig {
+    /// Enable the v2 keys API.
+    pub v2: bool,
+    /// Create this root password and enable auth.
+    pub root_password: Option<String>,
+    /// `--auth-token-ttl` in seconds.
+    pub auth_token_ttl: Option<u32>,
+    /// Serve clients over TLS with these certificates.
+    pub tls: Option<PathBuf>,
+    /// Require client certificates (with `tls`).
+    pub client_cert_auth: bool,
+    pub extra_args: Vec<String>,
+}
+
+/// One etcd process. Killed when dropped.
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    data: TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+    config: EtcdConfig,
+}
+
+impl EtcdMember {
+    /// Starts a single member and waits until it answers.
+    pub fn start() -> EtcdMember {
+        Self::start_with(EtcdConfig::default())
+    }
+
+    pub fn start_with(config: EtcdConfig) -> EtcdMember {
+        let client_port = free_port();
+        let peer_port = free_port();
+        let name = format!("m{client_port}");
+        let cluster = format!("{name}=http://127.0.0.1:{peer_port}");
+        let mut m = EtcdMember::new(name, client_port, peer_port, &cluster, "new", config);
+        m.spawn();
+        m.wait_ready();
+        m.setup_auth();
+        m
+    }
+
+    fn new(
+        name: String,
+        client_port: u16,
+        peer_port: u16,
+        cluster: &str,
+        state: &str,
+        config: EtcdConfig,
+    ) -> EtcdMember {
+        let data = TempDir::new("etcd");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+        let mut args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data.path().join("data").display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster={cluster}"),
+            format!("--initial-cluster-state={state}"),
+            "--initial-cluster-token=portico-test".to_string(),
+            "--heartbeat-interval=50".to_string(),
+            "--election-timeout=500".to_string(),
+            "--log-level=warn".to_string(),
+            "--logger=zap".to_string(),
+        ];
+        if config.v2 {
+            args.push("--enable-v2=true".into());
+        }
+        if let Some(ttl) = config.auth_token_ttl {
+            args.push(format!("--auth-token-ttl={ttl}"));
+        }
+        if let Some(dir) = &config.tls {
+            args.push(format!("--cert-file={}", dir.join("server.pem").display()));
+            args.push(format!("--key-file={}", dir.join("server.key").display()));
+            args.push(format!("--trusted-ca-file={}", dir.join("ca.pem").display()));
+            if config.client_cert_auth {
+                args.push("--client-cert-auth=true".into());
+            }
+        }
+        args.extend(config.extra_args.iter().cloned());
+        EtcdMember {
+            name,
+            client_port,
+            peer_port,
+            data,
+            args,
+            child: None,
+            config,
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open etcd log");
+        let child = Command::new(etcd_binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (is etcd-server installed?)");
+        self.child = Some(child);
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.path().join("etcd.log")
+    }
+
+    /// The member's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The client URL (`http://127.0.0.1:PORT` or `https://…`).
+    pub fn url(&self) -> String {
+        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn wait_ready(&mut self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("etcd exited with {status}:\n{}", self.log());
+                }
+            }
+            self.is_healthy()
+        });
+        assert!(ok, "etcd did not become ready:\n{}", self.log());
+    }
+
+    /// Whether the member answers (with a leader).
+    pub fn is_healthy(&self) -> bool {
+        if self.config.tls.is_some() {
+            self.etcdctl_try(&["endpoint", "health"]).is_ok()
+        } else {
+            matches!(http_get(self.client_port, "/health"), Some((200, body)) if body.contains("true"))
+        }
+    }
+
+    fn setup_auth(&self) {
+        if let Some(pw) = &self.config.root_password {
+            self.etcdctl(&["user", "add", &format!("root:{pw}")]);
+            self.etcdctl(&["auth", "enable"]);
+        }
+    }
+
+    /// Stops the member (SIGKILL) and keeps its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped member again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts a stopped member without waiting for it (cluster members need their peers).
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// Runs etcdctl against this member (with root credentials and certificates as needed).
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        self.etcdctl_try(args)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+    }
+
+    pub fn etcdctl_try(&self, args: &[&str]) -> Result<String, String> {
+        etcdctl_at(&self.url(), &self.config, args, None)
+    }
+
+    /// etcdctl with standard input (for `put` of values that start with `-`, or large values).
+    pub fn etcdctl_stdin(&self, args: &[&str], input: &[u8]) -> String {
+        etcdctl_at(&self.url(), &self.config, args, Some(input))
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+    }
+}
+
+impl Drop for EtcdMember {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn etcd_binary() -> String {
+    std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
+}
+
+fn etcdctl_at(
+    endpoints: &str,
+    config: &EtcdConfig,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<String, String> {
+    let mut cmd = Command::new(std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into()));
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .arg("--dial-timeout=3s");
+    if let Some(dir) = &config.tls {
+        cmd.arg(format!("--cacert={}", dir.join("ca.pem").display()));
+        cmd.arg(format!("--cert={}", dir.join("client.pem").display()));
+        cmd.arg(format!("--key={}", dir.join("client.key").display()));
+    }
+    let auth_on = config.root_password.is_some()
+        && !matches!(args, ["user", "add", ..]);
+    if let (true, Some(pw)) = (auth_on, &config.root_password) {
+        cmd.arg(format!("--user=root:{pw}"));
+    }
+    cmd.args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run etcdctl: {e}"))?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Three members on loopback whose members can be stopped and restarted.
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+}
+
+impl EtcdCluster {
+    pub fn start() -> EtcdCluster {
+        Self::start_with(EtcdConfig::default())
+    }
+
+    pub fn start_with(config: EtcdConfig) -> EtcdCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .map(|(c, p)| format!("m{c}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<EtcdMember> = ports
+            .iter()
+            .map(|(c, p)| {
+                EtcdMember::new(format!("m{c}"), *c, *p, &cluster, "new", config.clone())
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        members[0].setup_auth();
+        EtcdCluster { members }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.url()).collect()
+    }
+
+    /// etcdctl against every member that runs.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let urls: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.url())
+            .collect();
+        etcdctl_at(&urls.join(","), &self.members[0].config, args, None)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+    }
+
+    /// Restarts a stopped member and waits until it serves again.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].start_again();
+        self.members[i].wait_ready();
+    }
+}
