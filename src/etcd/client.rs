@@ -96,6 +96,14 @@ impl Client {
                 .set(prefix)
                 .map_err(|_| Error::Config("api prefix set twice".into()))?;
         }
+        if options.tls.verify && options.tls.sni.is_none() {
+            for ep in endpoints.iter().filter(|e| e.tls && e.ip().is_some()) {
+                log::warn!(
+                    "etcd {ep}: the certificate chain is verified but not the name; \
+                     set the TLS sni to a name in etcd's certificate to check it too"
+                );
+            }
+        }
         let transport = Transport::new(
             endpoints.len(),
             &options.tls,
@@ -205,8 +213,8 @@ impl Client {
                 Err(e) if e.is_endpoint_failure() => {
                     inner.endpoints.report_failure(index, &e);
                     let connect_failed = matches!(&e, Error::Transport { reason, .. } if reason.starts_with("connect"));
-                    let may_retry = inner.endpoints.retry()
-                        && (replay == Replay::Safe || connect_failed);
+                    let may_retry =
+                        inner.endpoints.retry() && (replay == Replay::Safe || connect_failed);
                     if !may_retry {
                         return Err(e);
                     }
@@ -370,6 +378,12 @@ impl Inner {
                 .request(index, ep, "POST", &url, body, token.as_deref())
                 .await
                 .map_err(|r| self.transport_error(index, key, r))?;
+            log::debug!(
+                "etcd {} {url}: HTTP {} token {:?}",
+                self.endpoint_name(index),
+                resp.status,
+                token
+            );
             if resp.status == 401 && self.credentials.is_some() && !retried {
                 log::info!(
                     "etcd {}: token refused ({}); authenticating again",
@@ -385,7 +399,12 @@ impl Inner {
     }
 
     /// Turns an answer into `T`, or into the error etcd described.
-    pub fn decode<T: DeserializeOwned>(&self, index: usize, key: &str, resp: Response) -> Result<T> {
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        index: usize,
+        key: &str,
+        resp: Response,
+    ) -> Result<T> {
         if resp.status == 200 {
             return serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
                 endpoint: self.endpoint_name(index),
@@ -407,7 +426,10 @@ impl Inner {
                 compact_revision: None,
             };
         }
-        if status == 401 || (status == 403 && err.code == Some(7)) {
+        if status == 401
+            || (status == 403 && err.code == Some(7))
+            || message.contains("user name is empty")
+        {
             return Error::Auth {
                 endpoint,
                 message: if key.is_empty() {
@@ -458,7 +480,9 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 
 /// 3.2 → `/v3alpha`, 3.3 → `/v3beta`, 3.4 and later → `/v3`.
 pub fn api_prefix_for(server_version: &str) -> &'static str {
-    let mut parts = server_version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = server_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     match (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) {
         (3, 0..=2) => "/v3alpha",
         (3, 3) => "/v3beta",

@@ -123,8 +123,9 @@ impl Codec {
             reason,
         };
         match self.serializer {
-            Serializer::Json => serde_json::from_slice(bytes)
-                .map_err(|e| fail(format!("not valid JSON ({e})"))),
+            Serializer::Json => {
+                serde_json::from_slice(bytes).map_err(|e| fail(format!("not valid JSON ({e})")))
+            }
             Serializer::Raw => String::from_utf8(bytes.to_vec())
                 .map(serde_json::Value::String)
                 .map_err(|_| fail("not UTF-8; read raw_value for the bytes".to_string())),
@@ -178,10 +179,7 @@ mod tests {
         };
         let v = serde_json::json!({"a": 1});
         let enc = json.encode_value("k", &v).unwrap();
-        assert_eq!(
-            json.decode_value("k", &unb64(&enc).unwrap()).unwrap(),
-            v
-        );
+        assert_eq!(json.decode_value("k", &unb64(&enc).unwrap()).unwrap(), v);
         assert!(json.decode_value("k", b"not json").is_err());
         assert_eq!(json.strip_key(b"/p/a"), "/a");
         let raw = Codec {

@@ -208,7 +208,10 @@ mod tests {
         let e = Endpoint::parse("http://127.0.0.1:2379").unwrap();
         assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 2379));
         let e = Endpoint::parse("https://etcd.example").unwrap();
-        assert_eq!((e.tls, e.host.as_str(), e.port), (true, "etcd.example", 2379));
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (true, "etcd.example", 2379)
+        );
         let e = Endpoint::parse("http://[::1]:4001/").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 4001));
         assert_eq!(e.to_string(), "http://[::1]:4001");
@@ -250,7 +253,10 @@ mod tests {
         assert!((0..4).all(|_| set.pick(&[]).unwrap() == 1));
         set.report_failure(1, &err);
         set.report_failure(1, &err);
-        assert!(matches!(set.pick(&[]), Err(Error::NoHealthyEndpoint { .. })));
+        assert!(matches!(
+            set.pick(&[]),
+            Err(Error::NoHealthyEndpoint { .. })
+        ));
         std::thread::sleep(Duration::from_millis(60));
         assert!(set.pick(&[]).is_ok());
         assert_eq!(set.pick(&[0, 1]).ok(), None);

@@ -84,23 +84,49 @@ impl fmt::Display for Error {
         match self {
             Error::Config(msg) => write!(f, "etcd client configuration: {msg}"),
             Error::EmptyKey => f.write_str("key should not be empty"),
-            Error::Encode { key, reason } => write!(f, "cannot encode value of key {key:?}: {reason}"),
-            Error::Transport { endpoint, key, reason } => {
-                write!(f, "etcd {endpoint}: request for key {key:?} failed: {reason}")
+            Error::Encode { key, reason } => {
+                write!(f, "cannot encode value of key {key:?}: {reason}")
             }
-            Error::Timeout { endpoint, key, after } => write!(
+            Error::Transport {
+                endpoint,
+                key,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "etcd {endpoint}: request for key {key:?} failed: {reason}"
+                )
+            }
+            Error::Timeout {
+                endpoint,
+                key,
+                after,
+            } => write!(
                 f,
                 "etcd {endpoint}: request for key {key:?} timed out after {after:?}"
             ),
-            Error::Status { endpoint, key, status, code, message } => {
+            Error::Status {
+                endpoint,
+                key,
+                status,
+                code,
+                message,
+            } => {
                 write!(f, "etcd {endpoint}: key {key:?}: HTTP {status}")?;
                 if let Some(code) = code {
                     write!(f, " (grpc code {code})")?;
                 }
                 write!(f, ": {message}")
             }
-            Error::Compacted { endpoint, key, compact_revision } => {
-                write!(f, "etcd {endpoint}: key {key:?}: required revision has been compacted")?;
+            Error::Compacted {
+                endpoint,
+                key,
+                compact_revision,
+            } => {
+                write!(
+                    f,
+                    "etcd {endpoint}: key {key:?}: required revision has been compacted"
+                )?;
                 if let Some(rev) = compact_revision {
                     write!(f, " (compacted up to {rev})")?;
                 }
@@ -114,10 +140,21 @@ impl fmt::Display for Error {
                 "has no healthy etcd endpoint available (all marked unhealthy: {})",
                 endpoints.join(", ")
             ),
-            Error::Decode { endpoint, key, reason } => {
-                write!(f, "etcd {endpoint}: cannot read answer for key {key:?}: {reason}")
+            Error::Decode {
+                endpoint,
+                key,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "etcd {endpoint}: cannot read answer for key {key:?}: {reason}"
+                )
             }
-            Error::WatchIdle { endpoint, key, after } => write!(
+            Error::WatchIdle {
+                endpoint,
+                key,
+                after,
+            } => write!(
                 f,
                 "etcd {endpoint}: watch on {key:?} saw nothing for {after:?}; watch again"
             ),
@@ -138,7 +175,11 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "value of key {:?} cannot be decoded: {}", self.key, self.reason)
+        write!(
+            f,
+            "value of key {:?} cannot be decoded: {}",
+            self.key, self.reason
+        )
     }
 }
 

@@ -232,7 +232,9 @@ impl Client {
     pub async fn delete(&self, key: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
         check_key(key)?;
         let body = self.delete_body(key, false, &opts);
-        let del: WireDelete = self.post("/kv/deleterange", &body, key, Replay::Safe).await?;
+        let del: WireDelete = self
+            .post("/kv/deleterange", &body, key, Replay::Safe)
+            .await?;
         del.decode(&self.inner.codec)
             .map_err(|r| self.decode_err(key, r))
     }
@@ -285,8 +287,8 @@ impl Client {
                 start = super::codec::unb64(&last.key).map_err(|r| self.decode_err(dir, r))?;
                 start.push(0);
             }
-            let page_kvs = super::types::decode_kvs(range.kvs, codec)
-                .map_err(|r| self.decode_err(dir, r))?;
+            let page_kvs =
+                super::types::decode_kvs(range.kvs, codec).map_err(|r| self.decode_err(dir, r))?;
             let empty = page_kvs.is_empty();
             kvs.extend(page_kvs);
             if !more || empty {
@@ -298,7 +300,9 @@ impl Client {
     /// Deletes every key starting with `dir` (a plain prefix, as for `readdir`).
     pub async fn rmdir(&self, dir: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
         let body = self.delete_body(dir, true, &opts);
-        let del: WireDelete = self.post("/kv/deleterange", &body, dir, Replay::Safe).await?;
+        let del: WireDelete = self
+            .post("/kv/deleterange", &body, dir, Replay::Safe)
+            .await?;
         del.decode(&self.inner.codec)
             .map_err(|r| self.decode_err(dir, r))
     }
@@ -306,9 +310,8 @@ impl Client {
     /// Compacts the store's history up to `revision`.
     pub async fn compact(&self, revision: i64, physical: bool) -> Result<()> {
         let body = json!({"revision": revision.to_string(), "physical": physical});
-        let _: super::types::WireHeaderOnly = self
-            .post("/kv/compaction", &body, "", Replay::Safe)
-            .await?;
+        let _: super::types::WireHeaderOnly =
+            self.post("/kv/compaction", &body, "", Replay::Safe).await?;
         Ok(())
     }
 }

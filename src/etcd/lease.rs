@@ -10,8 +10,8 @@ use super::client::{Client, Replay};
 use super::codec::unb64;
 use super::error::{Error, Result};
 use super::types::{
-    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseTimeToLiveResponse, LeasesResponse, ResponseHeader,
-    WireHeaderOnly, WireKeepAlive, WireLease, WireLeases,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseTimeToLiveResponse, LeasesResponse,
+    ResponseHeader, WireHeaderOnly, WireKeepAlive, WireLease, WireLeases,
 };
 
 impl Client {
@@ -125,7 +125,9 @@ impl Client {
 pub enum KeepAliveState {
     /// No renewal has answered yet.
     Pending,
-    Alive { ttl: i64 },
+    Alive {
+        ttl: i64,
+    },
     /// The lease expired or was revoked; renewals stopped.
     Gone,
     /// The last renewal failed; it will be tried again.

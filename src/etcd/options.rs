@@ -54,7 +54,9 @@ pub struct TlsOptions {
     /// Client certificate and key, for etcd's `--client-cert-auth`.
     pub cert: Option<Pem>,
     pub key: Option<Pem>,
-    /// Server name sent and verified; the endpoint's host when `None`.
+    /// Server name sent and verified; the endpoint's host when `None`. For an endpoint given
+    /// as an IP address, set it to a name in etcd's certificate: without it the certificate
+    /// chain is verified but not the name (Pingora's TLS checks DNS names only).
     pub sni: Option<String>,
 }
 

@@ -65,7 +65,9 @@ impl TlsMaterial {
                     return Err(config("client certificate PEM holds no certificate".into()));
                 }
                 let key = PKey::private_key_from_pem(&key.load("client key").map_err(config)?)
-                    .map_err(|e| config(format!("client key is not a valid PEM private key: {e}")))?;
+                    .map_err(|e| {
+                        config(format!("client key is not a valid PEM private key: {e}"))
+                    })?;
                 Some(Arc::new(CertKey::new(certs, key)))
             }
             _ => {
@@ -152,7 +154,10 @@ impl Transport {
         };
         if ep.tls {
             peer.options.verify_cert = self.tls.verify;
-            peer.options.verify_hostname = self.tls.verify;
+            // Pingora checks names, not IP addresses: an IP endpoint without a configured
+            // SNI gets its chain verified but not its name (see `TlsOptions::sni`).
+            let name_checkable = self.tls.sni.is_some() || ep.ip().is_none();
+            peer.options.verify_hostname = self.tls.verify && name_checkable;
             peer.options.ca = self.tls.ca.clone();
             peer.client_cert_key = self.tls.cert_key.clone();
         }
@@ -164,7 +169,10 @@ impl Transport {
         if let Some(ip) = ep.ip() {
             return Ok(SocketAddr::new(ip, ep.port));
         }
-        if let Some(addr) = *self.resolved[index].lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(addr) = *self.resolved[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             return Ok(addr);
         }
         let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
@@ -172,12 +180,16 @@ impl Transport {
             .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
             .next()
             .ok_or_else(|| format!("{} resolves to no address", ep.host))?;
-        *self.resolved[index].lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        *self.resolved[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(addr);
         Ok(addr)
     }
 
     fn forget_address(&self, index: usize) {
-        *self.resolved[index].lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.resolved[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Sends one request and returns once the response header is in.
@@ -203,7 +215,8 @@ impl Transport {
         let header = |e: pingora_core::BError| format!("building request: {e}");
         req.insert_header("Host", ep.authority()).map_err(header)?;
         for (name, value) in &self.extra_headers {
-            req.insert_header(name.clone(), value.clone()).map_err(header)?;
+            req.insert_header(name.clone(), value.clone())
+                .map_err(header)?;
         }
         if let Some(token) = token {
             req.insert_header("Authorization", token).map_err(header)?;
@@ -247,7 +260,10 @@ impl Transport {
         token: Option<&str>,
     ) -> Result<Response, String> {
         let (open, peer) = self.open(index, ep, method, path, body, token).await?;
-        let OpenResponse { status, mut session } = open;
+        let OpenResponse {
+            status,
+            mut session,
+        } = open;
         let mut buf = BytesMut::new();
         while let Some(chunk) = session
             .read_body_ref()

@@ -132,9 +132,7 @@ impl Client {
         body.insert("result".into(), result.into());
         let (target, field, operand): (&str, &str, Value) = match &c.target {
             CompareTarget::Version(v) => ("VERSION", "version", v.to_string().into()),
-            CompareTarget::CreateRevision(v) => {
-                ("CREATE", "create_revision", v.to_string().into())
-            }
+            CompareTarget::CreateRevision(v) => ("CREATE", "create_revision", v.to_string().into()),
             CompareTarget::ModRevision(v) => ("MOD", "mod_revision", v.to_string().into()),
             CompareTarget::Lease(v) => ("LEASE", "lease", v.to_string().into()),
             CompareTarget::Value(v) => ("VALUE", "value", codec.encode_value(&c.key, v)?.into()),
@@ -183,15 +181,15 @@ impl Client {
             "success": success.iter().map(|o| self.op_body(o)).collect::<Result<Vec<_>>>()?,
             "failure": failure.iter().map(|o| self.op_body(o)).collect::<Result<Vec<_>>>()?,
         });
-        let key = compare
-            .first()
-            .map(|c| c.key.as_str())
-            .unwrap_or("(txn)");
-        let txn: WireTxn = self.post("/kv/txn", &body, key, Replay::ConnectOnly).await?;
-        txn.decode(&self.inner.codec).map_err(|reason| Error::Decode {
-            endpoint: String::from("(answer)"),
-            key: key.to_string(),
-            reason,
-        })
+        let key = compare.first().map(|c| c.key.as_str()).unwrap_or("(txn)");
+        let txn: WireTxn = self
+            .post("/kv/txn", &body, key, Replay::ConnectOnly)
+            .await?;
+        txn.decode(&self.inner.codec)
+            .map_err(|reason| Error::Decode {
+                endpoint: String::from("(answer)"),
+                key: key.to_string(),
+                reason,
+            })
     }
 }

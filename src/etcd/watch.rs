@@ -30,7 +30,7 @@ pub enum WatchFilter {
 }
 
 /// Options of `watch` and `watchdir`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchOptions {
     /// First revision to send (inclusive); `None` is "from now".
     pub start_revision: Option<i64>,
@@ -44,20 +44,6 @@ pub struct WatchOptions {
     pub fragment: bool,
     /// End the stream with [`Error::WatchIdle`] after this long without a byte.
     pub idle_timeout: Option<Duration>,
-}
-
-impl Default for WatchOptions {
-    fn default() -> Self {
-        WatchOptions {
-            start_revision: None,
-            progress_notify: false,
-            filters: Vec::new(),
-            prev_kv: false,
-            watch_id: None,
-            fragment: false,
-            idle_timeout: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +65,10 @@ pub struct Event {
 pub enum WatchMessage {
     /// The watch is in place; events from `header.revision + 1` on will follow (or from the
     /// start revision).
-    Created { header: ResponseHeader, watch_id: i64 },
+    Created {
+        header: ResponseHeader,
+        watch_id: i64,
+    },
     /// Events of one or more revisions, in order. One txn arrives as one message.
     Events {
         header: ResponseHeader,
@@ -192,9 +181,12 @@ pub fn parse_line(line: &[u8], codec: &Codec) -> std::result::Result<WatchMessag
             message: err.message,
         });
     }
-    let r = wire
-        .result
-        .ok_or_else(|| format!("watch message with neither result nor error: {}", snippet(line)))?;
+    let r = wire.result.ok_or_else(|| {
+        format!(
+            "watch message with neither result nor error: {}",
+            snippet(line)
+        )
+    })?;
     if r.canceled {
         if r.compact_revision > 0 {
             return Ok(WatchMessage::Compacted {
@@ -410,12 +402,11 @@ impl Client {
     /// Opens the watch on a healthy endpoint and waits for etcd's first message, so that a
     /// refused token is renewed (once) and a dead endpoint is skipped before returning.
     async fn open_watch(&self, key: &str, dir: bool, opts: WatchOptions) -> Result<WatchStream> {
-        let body = serde_json::to_vec(&self.watch_body(key, dir, &opts)).map_err(|e| {
-            Error::Encode {
+        let body =
+            serde_json::to_vec(&self.watch_body(key, dir, &opts)).map_err(|e| Error::Encode {
                 key: key.to_string(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let body = Arc::new(body);
         let opts = &opts;
         self.call_with(Replay::Safe, key, |index| {
@@ -429,7 +420,14 @@ impl Client {
                     let ep = inner.endpoints.get(index);
                     let (open, _peer) = inner
                         .transport
-                        .open(index, ep, "POST", &format!("{prefix}/watch"), &body, token.as_deref())
+                        .open(
+                            index,
+                            ep,
+                            "POST",
+                            &format!("{prefix}/watch"),
+                            &body,
+                            token.as_deref(),
+                        )
                         .await
                         .map_err(|r| inner.transport_error(index, key, r))?;
                     let mut session = open.session;
@@ -518,26 +516,42 @@ mod tests {
         ));
         assert!(matches!(
             p(r#"{"result":{"header":{},"canceled":true,"compact_revision":"13"}}"#),
-            WatchMessage::Compacted { compact_revision: 13 }
+            WatchMessage::Compacted {
+                compact_revision: 13
+            }
         ));
         assert!(matches!(
-            p(r#"{"result":{"created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated"}}"#),
+            p(
+                r#"{"result":{"created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated"}}"#
+            ),
             WatchMessage::Canceled { .. }
         ));
         assert!(matches!(
-            p(r#"{"error":{"grpc_code":1,"http_code":408,"message":"grpc: the client connection is closing"}}"#),
-            WatchMessage::ServerError { code: Some(1), http_code: Some(408), .. }
+            p(
+                r#"{"error":{"grpc_code":1,"http_code":408,"message":"grpc: the client connection is closing"}}"#
+            ),
+            WatchMessage::ServerError {
+                code: Some(1),
+                http_code: Some(408),
+                ..
+            }
         ));
         assert!(matches!(
             p(r#"{"error":{"code":14,"message":"unavailable"}}"#),
-            WatchMessage::ServerError { code: Some(14), http_code: None, .. }
+            WatchMessage::ServerError {
+                code: Some(14),
+                http_code: None,
+                ..
+            }
         ));
         assert!(matches!(
             p(r#"{"result":{"header":{"revision":"20"}}}"#),
             WatchMessage::Progress { header } if header.revision == 20
         ));
         // "a" = YQ==, "1" = MQ==
-        match p(r#"{"result":{"header":{"revision":"5"},"events":[{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"5"}},{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"5"}}]}}"#) {
+        match p(
+            r#"{"result":{"header":{"revision":"5"},"events":[{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"5"}},{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"5"}}]}}"#,
+        ) {
             WatchMessage::Events { events, .. } => {
                 assert_eq!(events.len(), 2);
                 assert_eq!(events[0].kind, EventKind::Put);

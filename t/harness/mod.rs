@@ -72,7 +72,11 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
@@ -110,14 +114,73 @@ impl Certs {
         )
         .unwrap();
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=portico test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-        for (name, cn) in [("server", "localhost"), ("client", "root"), ("other-ca", "other")] {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=portico test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        for (name, cn) in [
+            ("server", "localhost"),
+            ("client", "root"),
+            ("other-ca", "other"),
+        ] {
             if name == "other-ca" {
-                run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=another CA", "-keyout", "other-ca.key", "-out", "other-ca.pem"]);
+                run(&[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=another CA",
+                    "-keyout",
+                    "other-ca.key",
+                    "-out",
+                    "other-ca.pem",
+                ]);
                 continue;
             }
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")]);
-            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.pem")]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ]);
         }
         Certs { dir }
     }
@@ -183,7 +246,11 @@ impl EtcdMember {
         config: EtcdConfig,
     ) -> EtcdMember {
         let data = TempDir::new("etcd");
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let client_url = format!("{scheme}://127.0.0.1:{client_port}");
         let mut args = vec![
             format!("--name={name}"),
@@ -209,8 +276,12 @@ impl EtcdMember {
         if let Some(dir) = &config.tls {
             args.push(format!("--cert-file={}", dir.join("server.pem").display()));
             args.push(format!("--key-file={}", dir.join("server.key").display()));
-            args.push(format!("--trusted-ca-file={}", dir.join("ca.pem").display()));
+            // etcd asks for client certificates as soon as it has a trusted CA.
             if config.client_cert_auth {
+                args.push(format!(
+                    "--trusted-ca-file={}",
+                    dir.join("ca.pem").display()
+                ));
                 args.push("--client-cert-auth=true".into());
             }
         }
@@ -253,7 +324,11 @@ impl EtcdMember {
 
     /// The client URL (`http://127.0.0.1:PORT` or `https://…`).
     pub fn url(&self) -> String {
-        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
@@ -354,16 +429,21 @@ fn etcdctl_at(
         cmd.arg(format!("--cert={}", dir.join("client.pem").display()));
         cmd.arg(format!("--key={}", dir.join("client.key").display()));
     }
-    let auth_on = config.root_password.is_some()
-        && !matches!(args, ["user", "add", ..]);
+    let auth_on = config.root_password.is_some() && !matches!(args, ["user", "add", ..]);
     if let (true, Some(pw)) = (auth_on, &config.root_password) {
         cmd.arg(format!("--user=root:{pw}"));
     }
     cmd.args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run etcdctl: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run etcdctl: {e}"))?;
     if let Some(input) = input {
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(input).map_err(|e| e.to_string())?;
@@ -399,9 +479,7 @@ impl EtcdCluster {
             .join(",");
         let mut members: Vec<EtcdMember> = ports
             .iter()
-            .map(|(c, p)| {
-                EtcdMember::new(format!("m{c}"), *c, *p, &cluster, "new", config.clone())
-            })
+            .map(|(c, p)| EtcdMember::new(format!("m{c}"), *c, *p, &cluster, "new", config.clone()))
             .collect();
         for m in &mut members {
             m.spawn();
