@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod chunking;
 mod cluster;
+mod example;
 mod kv;
 mod lease;
 mod tls;

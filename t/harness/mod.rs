@@ -507,9 +507,27 @@ impl EtcdCluster {
             .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
     }
 
+    /// Stops a member and waits until the others have a leader again.
+    pub fn stop(&mut self, i: usize) {
+        self.members[i].stop();
+        self.wait_healthy();
+    }
+
+    /// Waits until every running member answers a quorum read.
+    pub fn wait_healthy(&self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.members
+                .iter()
+                .filter(|m| m.is_running())
+                .all(|m| m.etcdctl_try(&["endpoint", "health"]).is_ok())
+        });
+        assert!(ok, "the cluster did not recover a leader");
+    }
+
     /// Restarts a stopped member and waits until it serves again.
     pub fn restart(&mut self, i: usize) {
         self.members[i].start_again();
         self.members[i].wait_ready();
+        self.wait_healthy();
     }
 }
