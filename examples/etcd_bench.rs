@@ -92,7 +92,11 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 /// Put → event delay: `by_etcdctl` spawns `etcdctl put` (timed from the spawn; process start
 /// included), otherwise the client's own put (timed from its acknowledgement).
 async fn watch_delay(client: &Client, endpoint: &str, puts: usize, by_etcdctl: bool) {
-    let prefix = if by_etcdctl { "/lat-etcdctl/" } else { "/lat-client/" };
+    let prefix = if by_etcdctl {
+        "/lat-etcdctl/"
+    } else {
+        "/lat-client/"
+    };
     let mut watch = match client.watchdir(prefix, WatchOptions::default()).await {
         Ok(w) => w,
         Err(e) => {
@@ -160,7 +164,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = client.set("/bench/0", &json!(0), SetOptions::default()).await {
+    if let Err(e) = client
+        .set("/bench/0", &json!(0), SetOptions::default())
+        .await
+    {
         eprintln!("etcd_bench: {e}");
         std::process::exit(1);
     }

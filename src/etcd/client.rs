@@ -164,15 +164,38 @@ impl Client {
         key: &str,
         replay: Replay,
     ) -> Result<T> {
+        self.post_decoded(path, body, key, replay, |w: T, _| Ok(w))
+            .await
+    }
+
+    /// Like [`Client::post`], then turns the wire answer into the caller's type with `convert`;
+    /// a failure there names the endpoint that answered.
+    pub(crate) async fn post_decoded<W, T, F>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: &str,
+        replay: Replay,
+        convert: F,
+    ) -> Result<T>
+    where
+        W: DeserializeOwned,
+        F: Fn(W, &Codec) -> Result<T, String>,
+    {
         let body = serde_json::to_vec(body).map_err(|e| Error::Encode {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
-        let body = &body;
+        let (body, convert) = (&body, &convert);
         self.call_with(replay, key, |index| async move {
             let inner = &self.inner;
             let resp = inner.post_authed(index, path, body, key).await?;
-            inner.decode(index, key, resp)
+            let wire: W = inner.decode(index, key, resp)?;
+            convert(wire, &inner.codec).map_err(|reason| Error::Decode {
+                endpoint: inner.endpoint_name(index),
+                key: key.to_string(),
+                reason,
+            })
         })
         .await
     }

@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::client::{Client, Replay};
+use super::codec::unb64;
 use super::error::{Error, Result};
 use super::txn::{Compare, CompareResult, CompareTarget, TxnOp};
 use super::types::{
@@ -170,14 +171,6 @@ impl Client {
         body
     }
 
-    fn decode_err(&self, key: &str, reason: String) -> Error {
-        Error::Decode {
-            endpoint: String::from("(answer)"),
-            key: key.to_string(),
-            reason,
-        }
-    }
-
     // === calls ===
 
     /// Reads one key.
@@ -188,10 +181,9 @@ impl Client {
             ..Default::default()
         };
         let body = self.range_body(key, false, &ropts);
-        let range: WireRange = self.post("/kv/range", &body, key, Replay::Safe).await?;
-        let mut range = range
-            .decode(&self.inner.codec)
-            .map_err(|r| self.decode_err(key, r))?;
+        let mut range = self
+            .post_decoded("/kv/range", &body, key, Replay::Safe, WireRange::decode)
+            .await?;
         Ok(GetResponse {
             header: range.header,
             kv: range.kvs.pop(),
@@ -202,9 +194,8 @@ impl Client {
     pub async fn set(&self, key: &str, value: &Value, opts: SetOptions) -> Result<PutResponse> {
         check_key(key)?;
         let body = self.put_body(key, value, &opts)?;
-        let put: WirePut = self.post("/kv/put", &body, key, Replay::Safe).await?;
-        put.decode(&self.inner.codec)
-            .map_err(|r| self.decode_err(key, r))
+        self.post_decoded("/kv/put", &body, key, Replay::Safe, WirePut::decode)
+            .await
     }
 
     /// Writes the key only if it does not exist (`succeeded` says whether it did).
@@ -232,21 +223,22 @@ impl Client {
     pub async fn delete(&self, key: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
         check_key(key)?;
         let body = self.delete_body(key, false, &opts);
-        let del: WireDelete = self
-            .post("/kv/deleterange", &body, key, Replay::Safe)
-            .await?;
-        del.decode(&self.inner.codec)
-            .map_err(|r| self.decode_err(key, r))
+        self.post_decoded(
+            "/kv/deleterange",
+            &body,
+            key,
+            Replay::Safe,
+            WireDelete::decode,
+        )
+        .await
     }
 
     /// Reads every key starting with `dir` (a plain prefix: pass a trailing `/` so that
     /// `/dir/` does not also match `/dir-x`). An empty `dir` with no key prefix reads all keys.
     pub async fn readdir(&self, dir: &str, opts: ReaddirOptions) -> Result<RangeResponse> {
         let body = self.range_body(dir, true, &opts);
-        let range: WireRange = self.post("/kv/range", &body, dir, Replay::Safe).await?;
-        range
-            .decode(&self.inner.codec)
-            .map_err(|r| self.decode_err(dir, r))
+        self.post_decoded("/kv/range", &body, dir, Replay::Safe, WireRange::decode)
+            .await
     }
 
     /// Reads every key under `dir` in pages of `page` keys, all at the revision of the first
@@ -268,8 +260,15 @@ impl Client {
             if revision > 0 {
                 body["revision"] = revision.to_string().into();
             }
-            let range: Result<WireRange> = self.post("/kv/range", &body, dir, Replay::Safe).await;
-            let range = match range {
+            // Keep the last raw key: decoded keys are prefix-stripped and may be lossy.
+            let page_of = |w: WireRange, codec: &super::codec::Codec| {
+                let last = w.kvs.last().map(|kv| unb64(&kv.key)).transpose()?;
+                Ok((w.decode(codec)?, last))
+            };
+            let answer = self
+                .post_decoded("/kv/range", &body, dir, Replay::Safe, page_of)
+                .await;
+            let (range, last) = match answer {
                 Err(Error::Status { ref message, .. })
                     if page > 1 && message.contains("larger than max") =>
                 {
@@ -282,17 +281,13 @@ impl Client {
             if revision == 0 {
                 revision = range.header.revision;
             }
-            let more = range.more;
-            if let Some(last) = range.kvs.last() {
-                start = super::codec::unb64(&last.key).map_err(|r| self.decode_err(dir, r))?;
-                start.push(0);
-            }
-            let page_kvs =
-                super::types::decode_kvs(range.kvs, codec).map_err(|r| self.decode_err(dir, r))?;
-            let empty = page_kvs.is_empty();
-            kvs.extend(page_kvs);
-            if !more || empty {
-                return Ok(Snapshot { revision, kvs });
+            kvs.extend(range.kvs);
+            match last {
+                Some(mut key) if range.more => {
+                    key.push(0);
+                    start = key;
+                }
+                _ => return Ok(Snapshot { revision, kvs }),
             }
         }
     }
@@ -300,11 +295,14 @@ impl Client {
     /// Deletes every key starting with `dir` (a plain prefix, as for `readdir`).
     pub async fn rmdir(&self, dir: &str, opts: DeleteOptions) -> Result<DeleteResponse> {
         let body = self.delete_body(dir, true, &opts);
-        let del: WireDelete = self
-            .post("/kv/deleterange", &body, dir, Replay::Safe)
-            .await?;
-        del.decode(&self.inner.codec)
-            .map_err(|r| self.decode_err(dir, r))
+        self.post_decoded(
+            "/kv/deleterange",
+            &body,
+            dir,
+            Replay::Safe,
+            WireDelete::decode,
+        )
+        .await
     }
 
     /// Compacts the store's history up to `revision`.

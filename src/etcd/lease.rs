@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{Client, Replay};
-use super::codec::unb64;
+use super::codec::{unb64, Codec};
 use super::error::{Error, Result};
 use super::types::{
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseTimeToLiveResponse, LeasesResponse,
@@ -59,26 +59,22 @@ impl Client {
     /// attached to it when `keys` is set (decoded, key prefix removed).
     pub async fn timetolive(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse> {
         let body = json!({"ID": id.to_string(), "keys": keys});
-        let l: WireLease = self
-            .post("/lease/timetolive", &body, "(lease)", Replay::Safe)
-            .await?;
-        let keys = l
-            .keys
-            .iter()
-            .map(|k| unb64(k).map(|raw| self.inner.codec.strip_key(&raw)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| Error::Decode {
-                endpoint: String::from("(answer)"),
-                key: "(lease)".into(),
-                reason,
-            })?;
-        Ok(LeaseTimeToLiveResponse {
-            header: l.header,
-            id: l.id,
-            ttl: l.ttl,
-            granted_ttl: l.granted_ttl,
-            keys,
-        })
+        let decode = |l: WireLease, codec: &Codec| {
+            let keys = l
+                .keys
+                .iter()
+                .map(|k| unb64(k).map(|raw| codec.strip_key(&raw)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(LeaseTimeToLiveResponse {
+                header: l.header,
+                id: l.id,
+                ttl: l.ttl,
+                granted_ttl: l.granted_ttl,
+                keys,
+            })
+        };
+        self.post_decoded("/lease/timetolive", &body, "(lease)", Replay::Safe, decode)
+            .await
     }
 
     /// Every lease in the cluster.

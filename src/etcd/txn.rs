@@ -182,14 +182,7 @@ impl Client {
             "failure": failure.iter().map(|o| self.op_body(o)).collect::<Result<Vec<_>>>()?,
         });
         let key = compare.first().map(|c| c.key.as_str()).unwrap_or("(txn)");
-        let txn: WireTxn = self
-            .post("/kv/txn", &body, key, Replay::ConnectOnly)
-            .await?;
-        txn.decode(&self.inner.codec)
-            .map_err(|reason| Error::Decode {
-                endpoint: String::from("(answer)"),
-                key: key.to_string(),
-                reason,
-            })
+        self.post_decoded("/kv/txn", &body, key, Replay::ConnectOnly, WireTxn::decode)
+            .await
     }
 }

@@ -493,6 +493,12 @@ async fn version_and_api_prefix_detection() {
     let wrong = client(&[etcd.url()], |o| o.api_prefix = Some("/v9".into()));
     let err = wrong.get("/b", GetOptions::default()).await.unwrap_err();
     assert!(matches!(err, Error::Status { status: 404, .. }), "{err:?}");
+    // A 4xx is an answer, not an endpoint failure: the endpoint stays in use.
+    let again = wrong.get("/b", GetOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(again, Error::Status { status: 404, .. }),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
