@@ -10,7 +10,7 @@ use super::codec::Codec;
 use super::endpoint::{Endpoint, EndpointSet};
 use super::error::{Error, Result};
 use super::options::ClientOptions;
-use super::transport::{Response, Transport};
+use super::transport::{Body, Response, Transport};
 use super::types::{Version, WireAuthenticate, WireError};
 
 /// An etcd v3 client over the JSON gateway. Cheap to clone; clones share connections,
@@ -212,6 +212,22 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + 'a,
     {
+        self.call_limited(replay, key, Some(self.inner.timeout), attempt)
+            .await
+    }
+
+    /// [`Client::call_with`] with a chosen time limit per attempt; `None` for long polls.
+    pub(crate) async fn call_limited<'a, T, F, Fut>(
+        &'a self,
+        replay: Replay,
+        key: &str,
+        limit: Option<Duration>,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + 'a,
+    {
         let inner = &self.inner;
         let mut tried = Vec::new();
         let mut last_error = None;
@@ -220,13 +236,16 @@ impl Client {
                 Ok(i) => i,
                 Err(e) => return Err(last_error.unwrap_or(e)),
             };
-            let result = match tokio::time::timeout(inner.timeout, attempt(index)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    endpoint: inner.endpoints.get(index).to_string(),
-                    key: key.to_string(),
-                    after: inner.timeout,
-                }),
+            let result = match limit {
+                None => attempt(index).await,
+                Some(limit) => match tokio::time::timeout(limit, attempt(index)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout {
+                        endpoint: inner.endpoints.get(index).to_string(),
+                        key: key.to_string(),
+                        after: limit,
+                    }),
+                },
             };
             match result {
                 Ok(v) => {
@@ -268,7 +287,7 @@ impl Inner {
         let ep = self.endpoints.get(index);
         let resp = self
             .transport
-            .request(index, ep, "GET", "/version", b"", None)
+            .request(index, ep, "GET", "/version", Body::empty(), None)
             .await
             .map_err(|r| self.transport_error(index, "", r))?;
         self.decode(index, "", resp)
@@ -317,6 +336,17 @@ impl Inner {
         Ok(token)
     }
 
+    /// `Authorization: Basic …` for the v2 API, when credentials are set.
+    pub fn basic_auth(&self) -> Option<String> {
+        use base64::Engine;
+        self.credentials.as_ref().map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        })
+    }
+
     /// Drops the cached token if it is still the one that was refused.
     pub fn invalidate_token(&self, index: usize, used: Option<&Arc<str>>) {
         let mut state = self.tokens[index]
@@ -349,7 +379,7 @@ impl Inner {
                 ep,
                 "POST",
                 &format!("{prefix}/auth/authenticate"),
-                &body,
+                Body::json(&body),
                 None,
             )
             .await
@@ -398,7 +428,7 @@ impl Inner {
             let token = self.token(index).await?;
             let resp = self
                 .transport
-                .request(index, ep, "POST", &url, body, token.as_deref())
+                .request(index, ep, "POST", &url, Body::json(body), token.as_deref())
                 .await
                 .map_err(|r| self.transport_error(index, key, r))?;
             log::debug!(

@@ -51,6 +51,14 @@ pub enum Error {
         key: String,
         reason: String,
     },
+    /// The v2 keys API refused the request (`errorCode` in its answer).
+    V2 {
+        endpoint: String,
+        code: V2Code,
+        message: String,
+        cause: String,
+        index: u64,
+    },
     /// A watch saw no data for its read timeout. The endpoint is fine; watch again.
     WatchIdle {
         endpoint: String,
@@ -150,6 +158,17 @@ impl fmt::Display for Error {
                     "etcd {endpoint}: cannot read answer for key {key:?}: {reason}"
                 )
             }
+            Error::V2 {
+                endpoint,
+                code,
+                message,
+                cause,
+                index,
+            } => write!(
+                f,
+                "etcd {endpoint}: v2 error {} ({message}): {cause} [index {index}]",
+                code.number()
+            ),
             Error::WatchIdle {
                 endpoint,
                 key,
@@ -163,6 +182,78 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The v2 keys API's error codes that callers act on; the rest keep their number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2Code {
+    /// 100
+    KeyNotFound,
+    /// 101: `prevValue` or `prevIndex` did not match.
+    CompareFailed,
+    /// 102: a file operation on a directory.
+    NotAFile,
+    /// 104: a directory operation on a file.
+    NotADirectory,
+    /// 105
+    NodeExists,
+    /// 107
+    RootReadOnly,
+    /// 108
+    DirectoryNotEmpty,
+    /// 201
+    PrevValueRequired,
+    /// 202
+    TtlNotANumber,
+    /// 203
+    IndexNotANumber,
+    /// 209
+    InvalidField,
+    /// 401: the waited-for index is older than the 1000 events etcd keeps.
+    EventIndexCleared,
+    /// 110 (v2 auth): the credentials were refused.
+    Unauthorized,
+    Other(u32),
+}
+
+impl V2Code {
+    pub fn from_number(n: u32) -> V2Code {
+        match n {
+            100 => V2Code::KeyNotFound,
+            101 => V2Code::CompareFailed,
+            102 => V2Code::NotAFile,
+            104 => V2Code::NotADirectory,
+            105 => V2Code::NodeExists,
+            107 => V2Code::RootReadOnly,
+            108 => V2Code::DirectoryNotEmpty,
+            201 => V2Code::PrevValueRequired,
+            202 => V2Code::TtlNotANumber,
+            203 => V2Code::IndexNotANumber,
+            209 => V2Code::InvalidField,
+            401 => V2Code::EventIndexCleared,
+            110 => V2Code::Unauthorized,
+            n => V2Code::Other(n),
+        }
+    }
+
+    pub fn number(self) -> u32 {
+        match self {
+            V2Code::KeyNotFound => 100,
+            V2Code::CompareFailed => 101,
+            V2Code::NotAFile => 102,
+            V2Code::NotADirectory => 104,
+            V2Code::NodeExists => 105,
+            V2Code::RootReadOnly => 107,
+            V2Code::DirectoryNotEmpty => 108,
+            V2Code::PrevValueRequired => 201,
+            V2Code::TtlNotANumber => 202,
+            V2Code::IndexNotANumber => 203,
+            V2Code::InvalidField => 209,
+            V2Code::EventIndexCleared => 401,
+            V2Code::Unauthorized => 110,
+            V2Code::Other(n) => n,
+        }
+    }
+}
 
 /// Why a stored value could not be decoded with the configured serializer.
 ///

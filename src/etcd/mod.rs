@@ -27,12 +27,13 @@ mod options;
 mod transport;
 mod txn;
 mod types;
+pub mod v2;
 mod watch;
 
 pub use client::{api_prefix_for, Client};
 pub use codec::prefix_range_end;
 pub use endpoint::Endpoint;
-pub use error::{DecodeError, Error, Result};
+pub use error::{DecodeError, Error, Result, V2Code};
 pub use kv::{
     DeleteOptions, GetOptions, ReaddirOptions, SetOptions, Snapshot, SortOrder, SortTarget,
     DEFAULT_PAGE,

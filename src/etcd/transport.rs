@@ -88,7 +88,47 @@ impl TlsMaterial {
 /// A response read in full.
 pub(crate) struct Response {
     pub status: u16,
+    /// `X-Etcd-Index` (v2 API answers).
+    pub etcd_index: Option<u64>,
     pub body: Bytes,
+}
+
+/// What a request carries.
+#[derive(Clone, Copy)]
+pub(crate) struct Body<'a> {
+    pub bytes: &'a [u8],
+    pub content_type: &'static str,
+}
+
+impl<'a> Body<'a> {
+    pub fn json(bytes: &'a [u8]) -> Self {
+        Body {
+            bytes,
+            content_type: "application/json",
+        }
+    }
+
+    pub fn form(bytes: &'a [u8]) -> Self {
+        Body {
+            bytes,
+            content_type: "application/x-www-form-urlencoded",
+        }
+    }
+
+    pub fn empty() -> Self {
+        Body {
+            bytes: b"",
+            content_type: "",
+        }
+    }
+}
+
+/// `X-Etcd-Index` of a response, if any.
+pub(crate) fn etcd_index(session: &HttpSession) -> Option<u64> {
+    session
+        .get_header("X-Etcd-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A response whose body is still to be read, chunk by chunk (watches).
@@ -199,7 +239,7 @@ impl Transport {
         ep: &Endpoint,
         method: &str,
         path: &str,
-        body: &[u8],
+        body: Body<'_>,
         token: Option<&str>,
     ) -> Result<(OpenResponse, HttpPeer), String> {
         let peer = self.peer(index, ep).await?;
@@ -221,19 +261,21 @@ impl Transport {
         if let Some(token) = token {
             req.insert_header("Authorization", token).map_err(header)?;
         }
-        if method != "GET" {
-            req.insert_header("Content-Type", "application/json")
+        if !body.content_type.is_empty() {
+            req.insert_header("Content-Type", body.content_type)
                 .map_err(header)?;
-            req.insert_header("Content-Length", body.len().to_string())
+        }
+        if method != "GET" {
+            req.insert_header("Content-Length", body.bytes.len().to_string())
                 .map_err(header)?;
         }
         session
             .write_request_header(Box::new(req))
             .await
             .map_err(|e| format!("write: {e}"))?;
-        if !body.is_empty() {
+        if !body.bytes.is_empty() {
             session
-                .write_body(body)
+                .write_body(body.bytes)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
@@ -256,7 +298,7 @@ impl Transport {
         ep: &Endpoint,
         method: &str,
         path: &str,
-        body: &[u8],
+        body: Body<'_>,
         token: Option<&str>,
     ) -> Result<Response, String> {
         let (open, peer) = self.open(index, ep, method, path, body, token).await?;
@@ -264,6 +306,7 @@ impl Transport {
             status,
             mut session,
         } = open;
+        let etcd_index = etcd_index(&session);
         let mut buf = BytesMut::new();
         while let Some(chunk) = session
             .read_body_ref()
@@ -277,6 +320,7 @@ impl Transport {
             .await;
         Ok(Response {
             status,
+            etcd_index,
             body: buf.freeze(),
         })
     }

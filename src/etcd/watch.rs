@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::client::{snippet, Client, Replay};
 use super::codec::{de_i64, Codec};
 use super::error::{Error, Result};
+use super::transport::Body;
 use super::types::{KeyValue, ResponseHeader, WireKv};
 
 /// Server-side event filters.
@@ -425,7 +426,7 @@ impl Client {
                             ep,
                             "POST",
                             &format!("{prefix}/watch"),
-                            &body,
+                            Body::json(&body),
                             token.as_deref(),
                         )
                         .await
