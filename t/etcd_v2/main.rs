@@ -664,3 +664,92 @@ async fn follower_sees_every_change_once_and_survives_a_resync() {
         other => panic!("expected a resync, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_moves_on_when_its_endpoint_dies() {
+    let mut cluster = harness::EtcdCluster::start_with(EtcdConfig {
+        v2: true,
+        ..Default::default()
+    });
+    let c = v2_of(&cluster.urls(), |o| {
+        o.timeout = Duration::from_secs(3);
+        o.health.fail_timeout = Duration::from_secs(1);
+    });
+    c.set("/cf/0", "0", V2SetOptions::default()).await.unwrap();
+    let mut follow = c.follow("/cf");
+    assert!(matches!(
+        follow.next().await,
+        Some(FollowEvent::Snapshot { .. })
+    ));
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for i in 1..=40 {
+                // Like any writer during an election: try again until it is in (create-only,
+                // so a write that landed before its answer was lost is not made twice).
+                loop {
+                    match c.create(&format!("/cf/{i}"), "v", None).await {
+                        Ok(_) => break,
+                        Err(e) if code(&e) == Some(V2Code::NodeExists) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let mut keys = Vec::new();
+    let mut down: Option<usize> = None;
+    while keys.len() < 40 {
+        match tokio::time::timeout(Duration::from_secs(15), follow.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            FollowEvent::Change(r) => keys.push(r.node.key),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Every 10 events, take the next member down (bringing the last one back first), so
+        // the follower's long polls meet a dead member whichever one they are on.
+        if keys.len() % 10 == 0 && keys.len() < 40 {
+            if let Some(i) = down {
+                cluster.restart(i);
+            }
+            let i = down.map_or(0, |i| i + 1);
+            cluster.stop(i);
+            down = Some(i);
+        }
+    }
+    writer.await.unwrap();
+    let want: Vec<String> = (1..=40).map(|i| format!("/cf/{i}")).collect();
+    assert_eq!(keys, want);
+}
+
+#[test]
+fn the_queue_example_takes_every_job_once_in_order() {
+    let etcd = v2_member();
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("etcd_v2_queue");
+    let out = std::process::Command::new(example)
+        .args(["--endpoint", &etcd.url(), "--jobs", "8"])
+        .output()
+        .expect("run the etcd_v2_queue example (built by cargo test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("took "))
+        .collect();
+    let want: Vec<String> = (0..8).map(|n| format!("job-{n}")).collect();
+    assert_eq!(took, want);
+}
