@@ -10,7 +10,10 @@ use crate::harness::EtcdCluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_stopped_mid_test_requests_and_watch_carry_on() {
     let mut cluster = EtcdCluster::start();
-    let c = client(&cluster.urls(), |o| o.timeout = Duration::from_secs(3));
+    let c = client(&cluster.urls(), |o| {
+        o.timeout = Duration::from_secs(3);
+        o.health.fail_timeout = Duration::from_secs(1);
+    });
     c.set("/cl/0", &json!(0), SetOptions::default())
         .await
         .unwrap();
@@ -34,9 +37,11 @@ async fn one_member_stopped_mid_test_requests_and_watch_carry_on() {
         let c = c.clone();
         tokio::spawn(async move {
             for i in 1..=60 {
-                c.set(&format!("/cl/{i}"), &json!(i), SetOptions::default())
-                    .await
-                    .unwrap();
+                // Retry through the election like any writer; create-only, so a write whose
+                // answer was lost is not made twice.
+                while c.setnx(&format!("/cl/{i}"), &json!(i)).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
