@@ -7,8 +7,8 @@ use super::codec::unb64;
 use super::error::{Error, Result};
 use super::txn::{Compare, CompareResult, CompareTarget, TxnOp};
 use super::types::{
-    DeleteResponse, GetResponse, KeyValue, PutResponse, RangeResponse, TxnResponse, WireDelete,
-    WirePut, WireRange,
+    DeleteResponse, GetResponse, KeyValue, PutResponse, RangeResponse, ResponseHeader, TxnResponse,
+    WireDelete, WirePut, WireRange,
 };
 
 /// Options of `get`.
@@ -138,11 +138,21 @@ impl Client {
     }
 
     pub(crate) fn put_body(&self, key: &str, value: &Value, opts: &SetOptions) -> Result<Value> {
+        let encoded = if opts.ignore_value {
+            None
+        } else {
+            Some(self.inner.codec.encode_value(key, value)?)
+        };
+        Ok(self.put_body_encoded(key, encoded, opts))
+    }
+
+    /// A put body with the value already base64-encoded (`None` with `ignore_value`).
+    fn put_body_encoded(&self, key: &str, encoded: Option<String>, opts: &SetOptions) -> Value {
         let codec = &self.inner.codec;
         let mut body = Map::new();
         body.insert("key".into(), codec.key(key).into());
-        if !opts.ignore_value {
-            body.insert("value".into(), codec.encode_value(key, value)?.into());
+        if let Some(value) = encoded {
+            body.insert("value".into(), value.into());
         }
         if let Some(lease) = opts.lease.filter(|l| *l != 0) {
             body.insert("lease".into(), lease.to_string().into());
@@ -156,7 +166,7 @@ impl Client {
                 body.insert(name.into(), true.into());
             }
         }
-        Ok(Value::Object(body))
+        Value::Object(body)
     }
 
     pub(crate) fn delete_body(&self, key: &str, dir: bool, opts: &DeleteOptions) -> Value {
@@ -306,10 +316,24 @@ impl Client {
     }
 
     /// Compacts the store's history up to `revision`.
-    pub async fn compact(&self, revision: i64, physical: bool) -> Result<()> {
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<ResponseHeader> {
         let body = json!({"revision": revision.to_string(), "physical": physical});
-        let _: super::types::WireHeaderOnly =
+        let r: super::types::WireHeaderOnly =
             self.post("/kv/compaction", &body, "", Replay::Safe).await?;
-        Ok(())
+        Ok(r.header)
+    }
+
+    /// Writes bytes as they are, whatever the serializer (for values that are not text).
+    pub async fn set_bytes(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        opts: SetOptions,
+    ) -> Result<PutResponse> {
+        check_key(key)?;
+        let encoded = (!opts.ignore_value).then(|| super::codec::b64(bytes));
+        let body = self.put_body_encoded(key, encoded, &opts);
+        self.post_decoded("/kv/put", &body, key, Replay::Safe, WirePut::decode)
+            .await
     }
 }

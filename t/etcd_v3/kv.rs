@@ -69,6 +69,18 @@ async fn set_get_round_trip_json_and_raw() {
         .unwrap();
     assert!(kv.value.is_err());
     assert_eq!(kv.raw_value, b"plain text");
+    // Bytes that are not text go in as they are, and come back as a per-key decode error.
+    raw.set_bytes("/bin", &[0xff, 0x00, 0x80], SetOptions::default())
+        .await
+        .unwrap();
+    let kv = raw
+        .get("/bin", GetOptions::default())
+        .await
+        .unwrap()
+        .kv
+        .unwrap();
+    assert_eq!(kv.raw_value, [0xff, 0x00, 0x80]);
+    assert!(kv.value.unwrap_err().to_string().contains("not UTF-8"));
 }
 
 #[tokio::test]
