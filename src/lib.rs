@@ -3,3 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod etcd;
+pub mod model;
+pub mod router;
+pub mod tables;
+pub mod upstream;

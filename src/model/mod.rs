@@ -1,0 +1,131 @@
+//! APISIX resources as Rust types: parsed from APISIX's JSON (as its Admin API, etcdctl or a
+//! standalone YAML file write it) and validated like APISIX's schema, one item at a time.
+//!
+//! This is the buffer between the outside formats and the request path: routers and upstream
+//! tables are compiled from these types, never from JSON.
+
+mod fields;
+mod id;
+mod plugins;
+mod resources;
+mod route;
+mod upstream;
+
+pub use id::Id;
+pub use plugins::{is_known_plugin, Plugins};
+pub use resources::{Consumer, GlobalRule, PluginConfig, Service, Ssl};
+pub use route::{Cidr, Methods, Route};
+pub use upstream::{BalancerKind, Node, PassHost, Scheme, Timeout, Upstream};
+
+use std::fmt;
+
+/// The kinds of resource Portico serves, with their directory names under the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Route,
+    Service,
+    Upstream,
+    PluginConfig,
+    GlobalRule,
+    Consumer,
+    Ssl,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Route,
+        Kind::Service,
+        Kind::Upstream,
+        Kind::PluginConfig,
+        Kind::GlobalRule,
+        Kind::Consumer,
+        Kind::Ssl,
+    ];
+
+    /// The directory (and standalone YAML key) of this kind: `routes`, `services`, …
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Route => "routes",
+            Kind::Service => "services",
+            Kind::Upstream => "upstreams",
+            Kind::PluginConfig => "plugin_configs",
+            Kind::GlobalRule => "global_rules",
+            Kind::Consumer => "consumers",
+            Kind::Ssl => "ssls",
+        }
+    }
+
+    pub fn from_dir(dir: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.dir() == dir)
+    }
+
+    /// Singular name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Route => "route",
+            Kind::Service => "service",
+            Kind::Upstream => "upstream",
+            Kind::PluginConfig => "plugin_config",
+            Kind::GlobalRule => "global_rule",
+            Kind::Consumer => "consumer",
+            Kind::Ssl => "ssl",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A resource that failed validation: which one, and what is wrong with it, in APISIX's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub kind: Kind,
+    /// The id (or the position in a YAML array when there is no usable id).
+    pub id: String,
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: invalid configuration: {}",
+            self.kind, self.id, self.message
+        )
+    }
+}
+
+/// One validated resource of any kind.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    Route(Box<Route>),
+    Service(Service),
+    Upstream(Upstream),
+    PluginConfig(PluginConfig),
+    GlobalRule(GlobalRule),
+    Consumer(Consumer),
+    Ssl(Ssl),
+}
+
+impl Resource {
+    /// Parses and validates one resource of `kind` from APISIX's JSON. `fallback_id` is the id
+    /// taken from the etcd key (or a YAML position) when the JSON has none.
+    pub fn parse(
+        kind: Kind,
+        value: &serde_json::Value,
+        fallback_id: Option<&str>,
+    ) -> Result<Resource, String> {
+        Ok(match kind {
+            Kind::Route => Resource::Route(Box::new(Route::parse(value, fallback_id)?)),
+            Kind::Service => Resource::Service(Service::parse(value, fallback_id)?),
+            Kind::Upstream => Resource::Upstream(Upstream::parse(value, fallback_id)?),
+            Kind::PluginConfig => Resource::PluginConfig(PluginConfig::parse(value, fallback_id)?),
+            Kind::GlobalRule => Resource::GlobalRule(GlobalRule::parse(value, fallback_id)?),
+            Kind::Consumer => Resource::Consumer(Consumer::parse(value, fallback_id)?),
+            Kind::Ssl => Resource::Ssl(Ssl::parse(value, fallback_id)?),
+        })
+    }
+}

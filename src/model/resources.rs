@@ -1,0 +1,146 @@
+//! Services, plugin configs, global rules, consumers and SSLs.
+
+use serde_json::Value;
+
+use super::fields::{failed, Obj};
+use super::id::Id;
+use super::plugins::Plugins;
+use super::route::{parse_hosts, parse_id, parse_ref};
+use super::upstream::Upstream;
+
+/// Defaults that routes referring to the service inherit.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: Id,
+    pub plugins: Plugins,
+    pub upstream: Option<Upstream>,
+    pub upstream_id: Option<Id>,
+    pub hosts: Vec<String>,
+    pub enable_websocket: Option<bool>,
+    pub name: Option<String>,
+}
+
+impl Service {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Service, String> {
+        let o = Obj::new(value)?;
+        Ok(Service {
+            id: parse_id(&o, fallback_id)?,
+            plugins: Plugins::parse(o.get("plugins"))?,
+            upstream: o
+                .get("upstream")
+                .map(|u| Upstream::parse(u, None).map_err(|e| failed("upstream", e)))
+                .transpose()?,
+            upstream_id: parse_ref(&o, "upstream_id")?,
+            hosts: parse_hosts(&o)?,
+            enable_websocket: o.bool("enable_websocket")?,
+            name: o.str("name")?.map(str::to_string),
+        })
+    }
+}
+
+/// A reusable set of plugins that routes refer to by id.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub id: Id,
+    pub plugins: Plugins,
+}
+
+impl PluginConfig {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<PluginConfig, String> {
+        let o = Obj::new(value)?;
+        let plugins = Plugins::parse(o.get("plugins"))?;
+        if !o.has("plugins") {
+            return Err("property \"plugins\" is required".into());
+        }
+        Ok(PluginConfig {
+            id: parse_id(&o, fallback_id)?,
+            plugins,
+        })
+    }
+}
+
+/// Plugins that run for every request.
+#[derive(Debug, Clone)]
+pub struct GlobalRule {
+    pub id: Id,
+    pub plugins: Plugins,
+}
+
+impl GlobalRule {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<GlobalRule, String> {
+        let o = Obj::new(value)?;
+        if !o.has("plugins") {
+            return Err("property \"plugins\" is required".into());
+        }
+        Ok(GlobalRule {
+            id: parse_id(&o, fallback_id)?,
+            plugins: Plugins::parse(o.get("plugins"))?,
+        })
+    }
+}
+
+/// An API consumer, named by `username`.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub username: String,
+    pub plugins: Plugins,
+    pub group_id: Option<Id>,
+}
+
+impl Consumer {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Consumer, String> {
+        let o = Obj::new(value)?;
+        let username = match (o.str("username")?, fallback_id) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(f)) => f.to_string(),
+            (None, None) => return Err("property \"username\" is required".into()),
+        };
+        let ok = !username.is_empty()
+            && username.len() <= 100
+            && username
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !ok {
+            return Err(failed(
+                "username",
+                format!("{username:?} does not match [a-zA-Z0-9_-]+"),
+            ));
+        }
+        Ok(Consumer {
+            username,
+            plugins: Plugins::parse(o.get("plugins"))?,
+            group_id: parse_ref(&o, "group_id")?,
+        })
+    }
+}
+
+/// A certificate for TLS listeners, kept as given until TLS termination lands.
+#[derive(Debug, Clone)]
+pub struct Ssl {
+    pub id: Id,
+    pub snis: Vec<String>,
+    pub cert: String,
+    /// Possibly encrypted with APISIX's keyring; never shown.
+    pub key: String,
+    pub enabled: bool,
+}
+
+impl Ssl {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Ssl, String> {
+        let o = Obj::new(value)?;
+        let cert = o.str("cert")?.ok_or("property \"cert\" is required")?;
+        let key = o.str("key")?.ok_or("property \"key\" is required")?;
+        let snis = o.one_or_many("sni", "snis")?.unwrap_or_default();
+        let is_client = o.str("type")? == Some("client");
+        if snis.is_empty() && !is_client {
+            return Err("property \"snis\" is required".into());
+        }
+        Ok(Ssl {
+            id: parse_id(&o, fallback_id)?,
+            snis: snis.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            cert: cert.to_string(),
+            key: key.to_string(),
+            enabled: o.int("status")?.unwrap_or(1) == 1,
+        })
+    }
+}
