@@ -2,8 +2,12 @@
 //! in APISIX's layout.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod etcd;
 pub mod model;
+pub mod proxy;
 pub mod router;
+pub mod status;
+pub mod sync;
 pub mod tables;
 pub mod upstream;

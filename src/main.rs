@@ -1,32 +1,133 @@
-//! The `portico` binary. The gateway itself lands with the gateway issue; until then the binary
-//! answers `--help` and `--version`.
+//! `portico`: the gateway binary.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-const USAGE: &str = "\
-portico: an API gateway data plane on Pingora, configured through etcd in APISIX's layout
+use clap::Parser;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 
-Usage: portico [OPTIONS]
+use portico::config::{standalone, GatewayConfig, Provider};
+use portico::proxy::Gateway;
+use portico::status::{SourceStatus, StatusApp};
+use portico::sync::yaml::{YamlSource, YamlWatch};
+use portico::tables::Store;
 
-Options:
-  -h, --help       Print this help
-  -V, --version    Print the version
-";
+/// An API gateway on Pingora, configured in APISIX's layout (standalone YAML or etcd).
+#[derive(Parser, Debug)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    /// The gateway's config file.
+    #[arg(short, long, default_value = "conf/config.yaml")]
+    conf: PathBuf,
+    /// Test the configuration (config file and resources) and exit.
+    #[arg(short, long)]
+    test: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
+    match config.config.provider {
+        Provider::Yaml => match standalone::load(&config.config.yaml) {
+            Ok(loaded) => {
+                for r in &loaded.rejected {
+                    eprintln!("{}: {r}", config.config.yaml.display());
+                }
+                println!(
+                    "{}: {} routes, {} services, {} upstreams",
+                    config.config.yaml.display(),
+                    loaded.config.routes.len(),
+                    loaded.config.services.len(),
+                    loaded.config.upstreams.len()
+                );
+                if loaded.rejected.is_empty() {
+                    println!("configuration {} is ok", conf.display());
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("{} invalid item(s)", loaded.rejected.len());
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("-V") | Some("--version") => {
-            println!("portico {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = match GatewayConfig::load(&cli.conf) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
         }
-        None | Some("-h") | Some("--help") => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("portico: unknown argument {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+    };
+    if cli.test {
+        return test_config(&config, &cli.conf);
     }
+
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let server_conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.proxy.shutdown_timeout),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let store = Arc::new(Store::new());
+    let status = match config.config.provider {
+        Provider::Yaml => {
+            let status = SourceStatus::new("yaml");
+            let source = YamlSource::new(config.config.yaml.clone(), store.clone(), status.clone());
+            let initial = source.initial_load();
+            server.add_service(background_service(
+                "standalone yaml",
+                YamlWatch { source, initial },
+            ));
+            status
+        }
+    };
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(store.clone()),
+        "portico proxy",
+    );
+    for addr in &config.proxy.listen {
+        proxy.add_tcp(addr);
+    }
+    server.add_service(proxy);
+
+    if !config.status.listen.is_empty() {
+        let mut status_service = Service::new("status".to_string(), StatusApp::new(store, status));
+        status_service.add_tcp(&config.status.listen);
+        server.add_service(status_service);
+    }
+    log::info!(
+        "portico {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.proxy.listen.join(", ")
+    );
+    server.run_forever()
 }

@@ -1,0 +1,104 @@
+//! `GET /status` (what is loaded, from where, what was rejected) and `GET /status/ready`
+//! (200 once a config is in place, else 503), on their own listener.
+
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::tables::Store;
+
+/// What the config source reports about itself (provider-specific fields).
+#[derive(Debug)]
+pub struct SourceStatus {
+    pub provider: &'static str,
+    detail: Mutex<Value>,
+}
+
+impl SourceStatus {
+    pub fn new(provider: &'static str) -> Arc<SourceStatus> {
+        Arc::new(SourceStatus {
+            provider,
+            detail: Mutex::new(json!({})),
+        })
+    }
+
+    /// Sets one field of the source's detail.
+    pub fn set(&self, key: &str, value: Value) {
+        let mut detail = self.detail.lock().unwrap_or_else(|p| p.into_inner());
+        if let Value::Object(map) = &mut *detail {
+            map.insert(key.to_string(), value);
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        self.detail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub struct StatusApp {
+    store: Arc<Store>,
+    source: Arc<SourceStatus>,
+}
+
+impl StatusApp {
+    pub fn new(store: Arc<Store>, source: Arc<SourceStatus>) -> StatusApp {
+        StatusApp { store, source }
+    }
+
+    fn status(&self) -> Value {
+        let tables = self.store.load();
+        let rejected: Vec<Value> = tables
+            .rejected
+            .iter()
+            .map(|r| json!({"kind": r.kind.dir(), "id": r.id, "error": r.message}))
+            .collect();
+        json!({
+            "provider": self.source.provider,
+            "source": self.source.snapshot(),
+            "ready": tables.loaded,
+            "version": tables.version,
+            "published_at": tables.published_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+            "counts": tables.config.counts(),
+            "routes_enabled": tables.router.len(),
+            "rejected": rejected,
+        })
+    }
+}
+
+fn reply(status: u16, body: String) -> Response<Vec<u8>> {
+    let len = body.len();
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", len)
+        .body(body.into_bytes())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for StatusApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/status" | "/status/" => reply(200, self.status().to_string()),
+            "/status/ready" => {
+                if self.store.load().loaded {
+                    reply(200, "{\"ready\":true}".into())
+                } else {
+                    reply(503, "{\"ready\":false}".into())
+                }
+            }
+            _ => reply(404, "{\"error_msg\":\"not found\"}".into()),
+        }
+    }
+}

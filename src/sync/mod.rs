@@ -1,0 +1,3 @@
+//! Config sources that keep the tables current: the standalone YAML file (and etcd, next).
+
+pub mod yaml;

@@ -1,0 +1,97 @@
+//! Follows the standalone YAML file: publish it at start, then again whenever it changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde_json::json;
+
+use crate::config::standalone::{self, Watcher};
+use crate::status::SourceStatus;
+use crate::tables::Store;
+
+pub struct YamlSource {
+    path: PathBuf,
+    store: Arc<Store>,
+    status: Arc<SourceStatus>,
+}
+
+impl YamlSource {
+    pub fn new(path: PathBuf, store: Arc<Store>, status: Arc<SourceStatus>) -> YamlSource {
+        status.set("file", json!(path.display().to_string()));
+        YamlSource {
+            path,
+            store,
+            status,
+        }
+    }
+
+    /// Loads the file and publishes it; on failure keeps what is there. Returns whether it
+    /// published.
+    pub fn reload_from(&self, bytes: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(bytes);
+        match standalone::parse(&text) {
+            Ok(loaded) => {
+                let rejected = loaded.rejected.len();
+                let tables = self.store.publish(loaded.config, loaded.rejected);
+                log::info!(
+                    "{}: loaded {} routes ({} rejected items), version {}",
+                    self.path.display(),
+                    tables.config.routes.len(),
+                    rejected,
+                    tables.version
+                );
+                self.status.set("last_error", json!(null));
+                true
+            }
+            Err(e) => {
+                log::error!("{}: {e}; keeping the last good config", self.path.display());
+                self.status.set("last_error", json!(e));
+                false
+            }
+        }
+    }
+
+    /// The first load, before the listeners start.
+    pub fn initial_load(&self) -> Option<Vec<u8>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                self.reload_from(&bytes);
+                Some(bytes)
+            }
+            Err(e) => {
+                let msg = format!("cannot read {}: {e}", self.path.display());
+                log::error!("{msg}");
+                self.status.set("last_error", json!(msg));
+                None
+            }
+        }
+    }
+}
+
+/// The background task that watches the file.
+pub struct YamlWatch {
+    pub source: YamlSource,
+    pub initial: Option<Vec<u8>>,
+}
+
+#[async_trait]
+impl BackgroundService for YamlWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut watcher = Watcher::new(self.source.path.clone(), self.initial.clone());
+        let mut tick = tokio::time::interval(watcher.interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Some(bytes) = watcher.changed() {
+                        log::info!("{} changed; reloading", watcher.path().display());
+                        self.source.reload_from(&bytes);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
