@@ -547,3 +547,4 @@ impl EtcdCluster {
         self.wait_healthy();
     }
 }
+pub mod gateway;

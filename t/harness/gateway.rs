@@ -1,0 +1,439 @@
+//! The real `portico` binary on free ports with a standalone YAML file, and real upstream
+//! HTTP servers that echo what they received.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{free_port, http_get, wait_until, TempDir};
+
+/// A running gateway, killed when dropped.
+pub struct Gateway {
+    pub dir: TempDir,
+    pub port: u16,
+    pub status_port: u16,
+    /// A second listener on `[::1]`, when started with [`Gateway::start_v6`].
+    pub v6_port: Option<u16>,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Starts the gateway on `apisix_yaml` and waits until it is ready.
+    pub fn start(apisix_yaml: &str) -> Gateway {
+        let g = Gateway::spawn(apisix_yaml, "");
+        assert!(
+            wait_until(Duration::from_secs(20), || g.ready()),
+            "gateway not ready:\n{}",
+            g.log()
+        );
+        g
+    }
+
+    /// Like [`Gateway::start`], listening on `[::1]` too.
+    pub fn start_v6(apisix_yaml: &str) -> Gateway {
+        let g = Gateway::spawn_with(apisix_yaml, "", true);
+        assert!(
+            wait_until(Duration::from_secs(20), || g.ready()),
+            "gateway not ready:\n{}",
+            g.log()
+        );
+        g
+    }
+
+    /// Starts the gateway without waiting; `extra` is appended to config.yaml.
+    pub fn spawn(apisix_yaml: &str, extra: &str) -> Gateway {
+        Gateway::spawn_with(apisix_yaml, extra, false)
+    }
+
+    fn spawn_with(apisix_yaml: &str, extra: &str, v6: bool) -> Gateway {
+        let dir = TempDir::new("gateway");
+        let port = free_port();
+        let status_port = free_port();
+        let v6_port = v6.then(free_port);
+        let listen = match v6_port {
+            Some(p6) => format!("[\"127.0.0.1:{port}\", \"[::1]:{p6}\"]"),
+            None => format!("[\"127.0.0.1:{port}\"]"),
+        };
+        std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "proxy:\n  listen: {listen}\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("portico.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("-c")
+            .arg(dir.path().join("config.yaml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start portico");
+        Gateway {
+            dir,
+            port,
+            status_port,
+            v6_port,
+            child: Some(child),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        matches!(http_get(self.status_port, "/status/ready"), Some((200, _)))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (_, body) = http_get(self.status_port, "/status").expect("status");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("portico.log")).unwrap_or_default()
+    }
+
+    pub fn yaml_path(&self) -> PathBuf {
+        self.dir.path().join("apisix.yaml")
+    }
+
+    /// Rewrites apisix.yaml and waits until the gateway published a newer version (or, for a
+    /// file it must refuse, until it logged the refusal).
+    pub fn update(&self, apisix_yaml: &str) {
+        let before = self.status()["version"].as_u64().unwrap_or(0);
+        std::fs::write(self.yaml_path(), apisix_yaml).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                self.status()["version"].as_u64().unwrap_or(0) > before
+            }),
+            "config not reloaded:\n{}",
+            self.log()
+        );
+    }
+
+    /// A request through the gateway.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(self.port, method, path, headers, "")
+    }
+
+    pub fn get(&self, path: &str, host: Option<&str>) -> Reply {
+        match host {
+            Some(h) => self.request("GET", path, &[("Host", h)]),
+            None => self.request("GET", path, &[]),
+        }
+    }
+
+    /// Sends a signal and waits for the process to exit; returns how long it took.
+    pub fn stop_with(&mut self, signal: &str) -> Duration {
+        let child = self.child.as_mut().expect("running");
+        let start = std::time::Instant::now();
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let _ = child.wait();
+        self.child = None;
+        start.elapsed()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The echo server's JSON, when the request reached one.
+    pub fn echo(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The `Host` the upstream saw (how tests learn which route matched).
+    pub fn upstream_host(&self) -> String {
+        self.echo()["headers"]["host"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// A GET to `[::1]:port`.
+pub fn request_v6(port: u16, path: &str) -> Reply {
+    match TcpStream::connect(("::1", port)) {
+        Ok(s) => exchange(s, "GET", path, &[], ""),
+        Err(_) => Reply {
+            status: 0,
+            headers: BTreeMap::new(),
+            body: String::new(),
+        },
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; status 0 when the connection failed.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => exchange(s, method, path, headers, body),
+        Err(_) => Reply {
+            status: 0,
+            headers: BTreeMap::new(),
+            body: String::new(),
+        },
+    }
+}
+
+fn exchange(
+    mut s: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let failed = Reply {
+        status: 0,
+        headers: BTreeMap::new(),
+        body: String::new(),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    if s.write_all(req.as_bytes()).is_err() {
+        return failed;
+    }
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return failed;
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut raw = Vec::new();
+    let _ = reader.read_to_end(&mut raw);
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        dechunk(&raw)
+    } else {
+        raw
+    };
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(pos) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..pos]).trim(), 16).unwrap_or(0);
+        raw = &raw[pos + 2..];
+        if size == 0 || raw.len() < size {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+}
+
+/// An upstream HTTP server that answers every request with JSON describing it:
+/// `{"server": NAME, "method", "path", "headers": {lowercase: value}, "body"}`.
+pub struct Echo {
+    pub port: u16,
+    pub name: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    pub fn start(name: &str) -> Echo {
+        Echo::start_on(name, free_port())
+    }
+
+    pub fn start_on(name: &str, port: u16) -> Echo {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind echo");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, name2) = (stop.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let name = name2.clone();
+                        let stop = stop2.clone();
+                        std::thread::spawn(move || serve(sock, &name, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Echo {
+            port,
+            name: name.to_string(),
+            stop,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(sock: TcpStream, name: &str, stop: &AtomicBool) {
+    let _ = sock.set_nonblocking(false);
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(sock.try_clone().expect("clone socket"));
+    let mut out = sock;
+    while !stop.load(Ordering::Relaxed) {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = serde_json::Map::new();
+        let mut length = 0usize;
+        let mut chunked = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                let v = v.trim().to_string();
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                }
+                if k == "transfer-encoding" && v.contains("chunked") {
+                    chunked = true;
+                }
+                headers.insert(k, v.into());
+            }
+        }
+        if headers.contains_key("upgrade") {
+            // A websocket-style upgrade: switch, then echo raw bytes back.
+            let _ = out.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            );
+            let mut buf = [0u8; 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if chunked {
+            body = read_chunked(&mut reader);
+        }
+        if path.starts_with("/sleep/") {
+            let ms: u64 = path[7..]
+                .split(['/', '?'])
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let reply = serde_json::json!({
+            "server": name,
+            "method": method,
+            "path": path,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        })
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return body;
+        }
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let mut chunk = vec![0u8; n + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return body;
+        }
+        if n == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
