@@ -393,8 +393,8 @@ fn serve(sock: TcpStream, name: &str, stop: &AtomicBool) {
         if chunked {
             body = read_chunked(&mut reader);
         }
-        if path.starts_with("/sleep/") {
-            let ms: u64 = path[7..]
+        if let Some(rest) = path.strip_prefix("/sleep/") {
+            let ms: u64 = rest
                 .split(['/', '?'])
                 .next()
                 .and_then(|m| m.parse().ok())
