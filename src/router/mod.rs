@@ -9,11 +9,12 @@
 mod radix;
 pub mod vars;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::model::Route;
+use ahash::AHashMap as HashMap;
+
+use crate::model::{Methods, Route};
 use radix::PrefixTree;
 use vars::VarLookup;
 
@@ -41,11 +42,25 @@ pub struct Request<'a> {
 #[derive(Debug, Clone)]
 struct Candidate {
     entry: Arc<RouteEntry>,
-    path_len: usize,
+    path_len: u32,
+    /// Copied from the route so that the common case never leaves this cache line.
+    methods: Methods,
+    /// The route has remote addresses or vars to check.
+    needs_more: bool,
 }
 
 impl Candidate {
-    fn order_key(&self) -> (std::cmp::Reverse<i64>, std::cmp::Reverse<usize>, u64) {
+    fn new(entry: &Arc<RouteEntry>, path_len: usize) -> Candidate {
+        let route = &entry.route;
+        Candidate {
+            entry: entry.clone(),
+            path_len: path_len.min(u32::MAX as usize) as u32,
+            methods: route.methods,
+            needs_more: !route.remote_addrs.is_empty() || route.vars.is_some(),
+        }
+    }
+
+    fn order_key(&self) -> (std::cmp::Reverse<i64>, std::cmp::Reverse<u32>, u64) {
         (
             std::cmp::Reverse(self.entry.route.priority),
             std::cmp::Reverse(self.path_len),
@@ -54,10 +69,13 @@ impl Candidate {
     }
 
     fn accepts(&self, req: &Request<'_>) -> bool {
-        let route = &self.entry.route;
-        if !route.methods.allows(req.method) {
+        if !self.methods.allows(req.method) {
             return false;
         }
+        if !self.needs_more {
+            return true;
+        }
+        let route = &self.entry.route;
         if !route.remote_addrs.is_empty() {
             let Some(ip) = req.remote_addr else {
                 return false;
@@ -73,55 +91,98 @@ impl Candidate {
     }
 }
 
-/// Candidates of one path, kept in match order.
-type Candidates = Vec<Candidate>;
-
-fn insert_sorted(list: &mut Candidates, c: Candidate) {
-    let key = c.order_key();
-    let at = list.partition_point(|x| x.order_key() <= key);
-    list.insert(at, c);
+/// Candidates of one path in match order; the usual single route is kept inline.
+#[derive(Debug, Clone)]
+enum Candidates {
+    One(Candidate),
+    Many(Vec<Candidate>),
 }
 
-fn first_accepting<'a>(list: &'a Candidates, req: &Request<'_>) -> Option<&'a Arc<RouteEntry>> {
-    list.iter().find(|c| c.accepts(req)).map(|c| &c.entry)
+impl Candidates {
+    fn insert(&mut self, c: Candidate) {
+        let list = match self {
+            Candidates::One(first) => {
+                *self = Candidates::Many(vec![first.clone()]);
+                match self {
+                    Candidates::Many(list) => list,
+                    Candidates::One(_) => unreachable!("just replaced"),
+                }
+            }
+            Candidates::Many(list) => list,
+        };
+        let key = c.order_key();
+        let at = list.partition_point(|x| x.order_key() <= key);
+        list.insert(at, c);
+    }
+
+    fn first_accepting(&self, req: &Request<'_>) -> Option<&Arc<RouteEntry>> {
+        match self {
+            Candidates::One(c) => c.accepts(req).then_some(&c.entry),
+            Candidates::Many(list) => list.iter().find(|c| c.accepts(req)).map(|c| &c.entry),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Candidates::One(_) => 1,
+            Candidates::Many(list) => list.len(),
+        }
+    }
+}
+
+fn add_candidate(slot: Option<&mut Candidates>, c: Candidate) -> Option<Candidates> {
+    match slot {
+        Some(existing) => {
+            existing.insert(c);
+            None
+        }
+        None => Some(Candidates::One(c)),
+    }
 }
 
 /// The routes of one host class (one exact host, one wildcard, or no host).
 #[derive(Debug, Default, Clone)]
 struct PathTable {
     exact: HashMap<Box<str>, Candidates>,
-    prefix: PrefixTree<Candidates>,
+    prefix: PrefixTree<Option<Candidates>>,
 }
 
 impl PathTable {
     fn add(&mut self, uri: &str, entry: &Arc<RouteEntry>) {
-        let candidate = Candidate {
-            entry: entry.clone(),
-            path_len: uri.len(),
-        };
+        let candidate = Candidate::new(entry, uri.len());
         match uri.strip_suffix('*') {
             Some(prefix) => {
-                insert_sorted(self.prefix.entry(prefix.as_bytes(), Vec::new), candidate)
+                let slot = self.prefix.entry(prefix.as_bytes(), || None);
+                if let Some(new) = add_candidate(slot.as_mut(), candidate) {
+                    *slot = Some(new);
+                }
             }
-            None => insert_sorted(self.exact.entry(uri.into()).or_default(), candidate),
+            None => {
+                if let Some(existing) = self.exact.get_mut(uri) {
+                    existing.insert(candidate);
+                } else {
+                    self.exact.insert(uri.into(), Candidates::One(candidate));
+                }
+            }
         }
     }
 
     fn find(&self, req: &Request<'_>) -> Option<&Arc<RouteEntry>> {
         if let Some(list) = self.exact.get(req.path) {
-            if let Some(hit) = first_accepting(list, req) {
+            if let Some(hit) = list.first_accepting(req) {
                 return Some(hit);
             }
         }
         if self.prefix.is_empty() {
             return None;
         }
-        self.prefix
-            .find_map(req.path.as_bytes(), |list| first_accepting(list, req))
+        self.prefix.find_map(req.path.as_bytes(), |slot| {
+            slot.as_ref().and_then(|list| list.first_accepting(req))
+        })
     }
 
     fn len(&self) -> usize {
-        self.exact.values().map(Vec::len).sum::<usize>()
+        self.exact.values().map(Candidates::len).sum::<usize>()
     }
 }
 
