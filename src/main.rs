@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
     let server_conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(0),
+        work_stealing: false,
         graceful_shutdown_timeout_seconds: Some(config.proxy.shutdown_timeout),
         ..ServerConf::default()
     };

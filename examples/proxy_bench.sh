@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Throughput and latency through Portico (threads: 1) against nginx as a reverse proxy
+# (1 worker, upstream keepalive), both in front of the same nginx upstream returning a short
+# body, measured with the same wrk command, one after the other.
+#
+#   bash examples/proxy_bench.sh            (needs nginx and wrk: apt-get install nginx wrk)
+#   DURATION=10s CONNECTIONS=50 bash examples/proxy_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+for tool in nginx wrk; do
+  command -v "$tool" >/dev/null || { echo "proxy_bench: $tool is needed (apt-get install $tool)" >&2; exit 1; }
+done
+cargo build --release --bin portico >/dev/null
+
+dir=$(mktemp -d)
+trap 'kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$dir"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); NGX=$(port); PTC=$(port); STATUS=$(port)
+
+cat > "$dir/upstream.conf" <<CONF
+worker_processes 1;
+pid $dir/upstream.pid;
+error_log $dir/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$UP reuseport;
+    keepalive_requests 1000000;
+    location / { return 200 "hello world\n"; }
+  }
+}
+CONF
+cat > "$dir/proxy.conf" <<CONF
+worker_processes 1;
+pid $dir/proxy.pid;
+error_log $dir/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$UP; keepalive 320; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGX;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+cat > "$dir/config.yaml" <<CONF
+proxy:
+  listen: ["127.0.0.1:$PTC"]
+  threads: 1
+status:
+  listen: "127.0.0.1:$STATUS"
+config:
+  provider: yaml
+  yaml: apisix.yaml
+CONF
+cat > "$dir/apisix.yaml" <<CONF
+routes:
+  - id: hello
+    uri: /hello
+    upstream:
+      nodes:
+        "127.0.0.1:$UP": 1
+CONF
+
+nginx -c "$dir/upstream.conf" -e "$dir/upstream.err"
+nginx -c "$dir/proxy.conf" -e "$dir/proxy.err"
+RUST_LOG=warn ./target/release/portico -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
+echo $! > "$dir/portico.pid"
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null && break; sleep 0.1; done
+
+# CPU seconds (user + system) used so far by the processes in $@.
+cpu() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$(awk -v t="$total" '{print t + ($14 + $15) / 100}' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
+
+run() {
+  local name=$1 port=$2; shift 2
+  wrk -t1 -c1 -d1s "http://127.0.0.1:$port/hello" >/dev/null # warm up pools
+  echo "== $name: wrk -t1 -c$CONNECTIONS -d$DURATION --latency"
+  local before out reqs after
+  before=$(cpu "$@")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/hello")
+  after=$(cpu "$@")
+  echo "$out" | grep -E "Requests/sec|Latency |50%|99%|Non-2xx|errors"
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  awk -v c="$(awk -v a="$after" -v b="$before" 'BEGIN{print a-b}')" -v r="$reqs" \
+    'BEGIN { printf "    proxy CPU: %.1f s for %d requests = %.1f us per request\n", c, r, c * 1e6 / r }'
+}
+ngx_worker=$(pgrep -P "$(cat "$dir/proxy.pid")" | head -1)
+[ -n "${SKIP_NGINX:-}" ] || run "nginx reverse proxy (1 worker, keepalive)" "$NGX" "$ngx_worker"
+run "portico (threads: 1)" "$PTC" "$(cat "$dir/portico.pid")"
+[ -z "${HOLD:-}" ] || { echo "holding; upstream port $UP"; sleep "$HOLD"; }
