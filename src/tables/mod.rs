@@ -9,6 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+pub mod sharded;
+
 use crate::model::{
     Consumer, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource, Route, Service, Ssl, Timeout,
     Upstream,
