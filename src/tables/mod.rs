@@ -2,7 +2,7 @@
 //! as one snapshot through arc-swap. Config sources (standalone YAML, etcd) hand validated
 //! resources to a [`Store`]; requests `load()` a snapshot once and use it to the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,49 +17,71 @@ use crate::model::{
 };
 use crate::router::{RouteEntry, Router};
 use crate::upstream::Balancer;
+use sharded::ShardedMap;
 
 /// A resource with the order it was loaded in (the router's last tie-breaker).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Loaded<T> {
     pub seq: u64,
     pub item: Arc<T>,
 }
 
-/// Every valid resource, by kind and id.
+impl<T> Clone for Loaded<T> {
+    fn clone(&self) -> Self {
+        Loaded {
+            seq: self.seq,
+            item: self.item.clone(),
+        }
+    }
+}
+
+/// Every valid resource, by kind and id. Cheap to clone (shared shards).
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSet {
-    pub routes: BTreeMap<Id, Loaded<Route>>,
-    pub services: BTreeMap<Id, Loaded<Service>>,
-    pub upstreams: BTreeMap<Id, Loaded<Upstream>>,
-    pub plugin_configs: BTreeMap<Id, Loaded<PluginConfig>>,
-    pub global_rules: BTreeMap<Id, Loaded<GlobalRule>>,
-    pub consumers: BTreeMap<String, Loaded<Consumer>>,
-    pub ssls: BTreeMap<Id, Loaded<Ssl>>,
+    pub routes: ShardedMap<Id, Loaded<Route>>,
+    pub services: ShardedMap<Id, Loaded<Service>>,
+    pub upstreams: ShardedMap<Id, Loaded<Upstream>>,
+    pub plugin_configs: ShardedMap<Id, Loaded<PluginConfig>>,
+    pub global_rules: ShardedMap<Id, Loaded<GlobalRule>>,
+    pub consumers: ShardedMap<String, Loaded<Consumer>>,
+    pub ssls: ShardedMap<Id, Loaded<Ssl>>,
+}
+
+fn loaded<T>(seq: u64, item: T) -> Loaded<T> {
+    Loaded {
+        seq,
+        item: Arc::new(item),
+    }
 }
 
 impl ConfigSet {
     /// Adds (or replaces) a resource.
     pub fn insert(&mut self, seq: u64, resource: Resource) {
-        fn put<K: Ord, T>(map: &mut BTreeMap<K, Loaded<T>>, key: K, seq: u64, item: T) {
-            map.insert(
-                key,
-                Loaded {
-                    seq,
-                    item: Arc::new(item),
-                },
-            );
-        }
         match resource {
-            Resource::Route(r) => put(&mut self.routes, r.id.clone(), seq, *r),
-            Resource::Service(s) => put(&mut self.services, s.id.clone(), seq, s),
+            Resource::Route(r) => {
+                self.routes.insert(r.id.clone(), loaded(seq, *r));
+            }
+            Resource::Service(s) => {
+                self.services.insert(s.id.clone(), loaded(seq, s));
+            }
             Resource::Upstream(u) => match u.id.clone() {
-                Some(id) => put(&mut self.upstreams, id, seq, u),
+                Some(id) => {
+                    self.upstreams.insert(id, loaded(seq, u));
+                }
                 None => log::warn!("upstream without id ignored"),
             },
-            Resource::PluginConfig(p) => put(&mut self.plugin_configs, p.id.clone(), seq, p),
-            Resource::GlobalRule(g) => put(&mut self.global_rules, g.id.clone(), seq, g),
-            Resource::Consumer(c) => put(&mut self.consumers, c.username.clone(), seq, c),
-            Resource::Ssl(s) => put(&mut self.ssls, s.id.clone(), seq, s),
+            Resource::PluginConfig(p) => {
+                self.plugin_configs.insert(p.id.clone(), loaded(seq, p));
+            }
+            Resource::GlobalRule(g) => {
+                self.global_rules.insert(g.id.clone(), loaded(seq, g));
+            }
+            Resource::Consumer(c) => {
+                self.consumers.insert(c.username.clone(), loaded(seq, c));
+            }
+            Resource::Ssl(s) => {
+                self.ssls.insert(s.id.clone(), loaded(seq, s));
+            }
         }
     }
 
@@ -75,6 +97,13 @@ impl ConfigSet {
         c.insert(Kind::Ssl.dir(), self.ssls.len());
         c
     }
+}
+
+/// One change to the resources: a resource put (with its load order) or a deletion.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put { seq: u64, resource: Resource },
+    Delete { kind: Kind, id: String },
 }
 
 /// Where a matched request goes.
@@ -95,79 +124,259 @@ pub struct Unroutable {
     pub message: String,
 }
 
-/// One version of everything a request needs.
-#[derive(Debug, Default)]
+/// A balancer and the upstream it was made for.
+type BalancerSlot = (Arc<Balancer>, Arc<Upstream>);
+
+/// One version of everything a request needs. Built from a previous version by applying
+/// changes: only what a change touches is copied.
+#[derive(Debug, Default, Clone)]
 pub struct Tables {
     pub config: ConfigSet,
     pub router: Router,
+    /// The entries filed in the router, by route id (to take them out again).
+    entries: ShardedMap<Id, Arc<RouteEntry>>,
+    /// Routes by the service they use (to re-file them when the service's hosts change).
+    service_routes: ShardedMap<Id, Arc<BTreeSet<Id>>>,
     /// Balancers by upstream name (see [`Target::upstream_name`]).
-    balancers: HashMap<String, (Arc<Balancer>, Arc<Upstream>)>,
+    balancers: ShardedMap<String, BalancerSlot>,
     /// Items that failed validation, with their errors.
-    pub rejected: Vec<Invalid>,
+    pub rejected: Arc<Vec<Invalid>>,
     pub version: u64,
     /// Whether a config was ever loaded (readiness).
     pub loaded: bool,
     pub published_at: Option<SystemTime>,
 }
 
+fn inline_name(kind: &str, id: &Id) -> String {
+    format!("{kind}/{id} (inline)")
+}
+
 impl Tables {
-    /// Compiles `config`, reusing the balancers of `previous` whose nodes did not change.
+    /// Compiles `config` from scratch, reusing the balancers of `previous` whose nodes did not
+    /// change.
     pub fn compile(config: ConfigSet, rejected: Vec<Invalid>, previous: &Tables) -> Tables {
         let started = Instant::now();
-        let entries = config.routes.values().map(|loaded| {
-            let route = loaded.item.clone();
-            let hosts = if route.hosts.is_empty() {
-                route
-                    .service_id
-                    .as_ref()
-                    .and_then(|id| config.services.get(id))
-                    .map(|s| s.item.hosts.clone())
-                    .unwrap_or_default()
-            } else {
-                route.hosts.clone()
-            };
-            Arc::new(RouteEntry {
-                route,
-                hosts,
-                seq: loaded.seq,
-            })
-        });
-        let router = Router::build(entries);
-
-        let mut balancers = HashMap::new();
-        let mut keep = |name: String, upstream: &Arc<Upstream>| {
-            let balancer = match previous.balancers.get(&name) {
-                Some((b, old)) if old.nodes == upstream.nodes => b.clone(),
-                _ => Arc::new(Balancer::new(upstream.nodes.clone())),
-            };
-            balancers.insert(name, (balancer, upstream.clone()));
+        let mut tables = Tables {
+            rejected: Arc::new(rejected),
+            loaded: true,
+            published_at: Some(SystemTime::now()),
+            ..Tables::default()
         };
-        for (id, u) in &config.upstreams {
-            keep(format!("upstreams/{id}"), &u.item);
+        let mut puts: Vec<Change> = Vec::new();
+        // Services and upstreams first, so routes find them (order does not matter for
+        // correctness, only for work).
+        for s in config.services.values() {
+            puts.push(Change::Put {
+                seq: s.seq,
+                resource: Resource::Service((*s.item).clone()),
+            });
         }
-        for (id, r) in &config.routes {
-            if let Some(u) = &r.item.upstream {
-                keep(format!("routes/{id} (inline)"), &Arc::new(u.clone()));
-            }
+        tables.config = ConfigSet {
+            routes: ShardedMap::default(),
+            services: ShardedMap::default(),
+            ..config.clone()
+        };
+        for (id, u) in config.upstreams.iter() {
+            tables.keep_balancer(format!("upstreams/{id}"), &u.item, Some(previous));
         }
-        for (id, s) in &config.services {
-            if let Some(u) = &s.item.upstream {
-                keep(format!("services/{id} (inline)"), &Arc::new(u.clone()));
-            }
+        tables.apply_all(puts, Some(previous));
+        let mut routes: Vec<&Loaded<Route>> = config.routes.values().collect();
+        routes.sort_by_key(|r| r.seq);
+        for r in routes {
+            tables.put_route(r.clone(), Some(previous));
         }
         log::debug!(
             "compiled {} routes in {:?}",
-            router.len(),
+            tables.router.len(),
             started.elapsed()
         );
-        Tables {
-            config,
-            router,
-            balancers,
-            rejected,
-            version: 0,
-            loaded: true,
-            published_at: Some(SystemTime::now()),
+        tables
+    }
+
+    /// A new version with `changes` applied; `rejected` replaces the rejected list when given.
+    pub fn apply(&self, changes: Vec<Change>, rejected: Option<Vec<Invalid>>) -> Tables {
+        let mut next = self.clone();
+        next.loaded = true;
+        next.published_at = Some(SystemTime::now());
+        if let Some(r) = rejected {
+            next.rejected = Arc::new(r);
+        }
+        next.apply_all(changes, None);
+        next
+    }
+
+    fn apply_all(&mut self, changes: Vec<Change>, previous: Option<&Tables>) {
+        for change in changes {
+            match change {
+                Change::Put { seq, resource } => self.put(seq, resource, previous),
+                Change::Delete { kind, id } => self.delete(kind, &id),
+            }
+        }
+    }
+
+    /// Keeps the balancer of `name` when its nodes did not change, else makes a new one.
+    fn keep_balancer(&mut self, name: String, upstream: &Arc<Upstream>, previous: Option<&Tables>) {
+        let old = self
+            .balancers
+            .get(name.as_str())
+            .or_else(|| previous.and_then(|p| p.balancers.get(name.as_str())));
+        let balancer = match old {
+            Some((b, u)) if u.nodes == upstream.nodes => b.clone(),
+            _ => Arc::new(Balancer::new(upstream.nodes.clone())),
+        };
+        self.balancers.insert(name, (balancer, upstream.clone()));
+    }
+
+    fn file_route(&mut self, loaded: &Loaded<Route>) {
+        let route = loaded.item.clone();
+        let hosts = if route.hosts.is_empty() {
+            route
+                .service_id
+                .as_ref()
+                .and_then(|id| self.config.services.get(id))
+                .map(|s| s.item.hosts.clone())
+                .unwrap_or_default()
+        } else {
+            route.hosts.clone()
+        };
+        let entry = Arc::new(RouteEntry {
+            route,
+            hosts,
+            seq: loaded.seq,
+        });
+        self.router.add(&entry);
+        self.entries.insert(entry.route.id.clone(), entry);
+    }
+
+    fn unfile_route(&mut self, id: &Id) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.router.remove(&entry);
+        }
+    }
+
+    fn link_service(&mut self, service: &Id, route: &Id, linked: bool) {
+        let mut set = self
+            .service_routes
+            .get(service)
+            .map(|s| (**s).clone())
+            .unwrap_or_default();
+        if linked {
+            set.insert(route.clone());
+        } else {
+            set.remove(route);
+        }
+        if set.is_empty() {
+            self.service_routes.remove(service);
+        } else {
+            self.service_routes.insert(service.clone(), Arc::new(set));
+        }
+    }
+
+    fn put_route(&mut self, loaded: Loaded<Route>, previous: Option<&Tables>) {
+        let id = loaded.item.id.clone();
+        self.remove_route(&id);
+        if let Some(u) = &loaded.item.upstream {
+            self.keep_balancer(inline_name("routes", &id), &Arc::new(u.clone()), previous);
+        }
+        if let Some(service) = &loaded.item.service_id {
+            self.link_service(service, &id, true);
+        }
+        self.config.routes.insert(id, loaded.clone());
+        self.file_route(&loaded);
+    }
+
+    fn remove_route(&mut self, id: &Id) {
+        self.unfile_route(id);
+        if let Some(old) = self.config.routes.remove(id) {
+            if old.item.upstream.is_some() {
+                self.balancers.remove(inline_name("routes", id).as_str());
+            }
+            if let Some(service) = &old.item.service_id {
+                self.link_service(service, id, false);
+            }
+        }
+    }
+
+    /// Re-files the routes of a service whose hosts changed (or that appeared or went away).
+    fn refile_service_routes(&mut self, service: &Id) {
+        let Some(ids) = self.service_routes.get(service).cloned() else {
+            return;
+        };
+        for id in ids.iter() {
+            if let Some(loaded) = self.config.routes.get(id).cloned() {
+                if loaded.item.hosts.is_empty() {
+                    self.unfile_route(id);
+                    self.file_route(&loaded);
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, seq: u64, resource: Resource, previous: Option<&Tables>) {
+        match resource {
+            Resource::Route(r) => self.put_route(loaded(seq, *r), previous),
+            Resource::Service(s) => {
+                let id = s.id.clone();
+                let old_hosts = self.config.services.get(&id).map(|o| o.item.hosts.clone());
+                match &s.upstream {
+                    Some(u) => self.keep_balancer(
+                        inline_name("services", &id),
+                        &Arc::new(u.clone()),
+                        previous,
+                    ),
+                    None => {
+                        self.balancers.remove(inline_name("services", &id).as_str());
+                    }
+                }
+                let hosts_changed = old_hosts.as_ref() != Some(&s.hosts);
+                self.config.services.insert(id.clone(), loaded(seq, s));
+                if hosts_changed {
+                    self.refile_service_routes(&id);
+                }
+            }
+            Resource::Upstream(u) => {
+                if let Some(id) = u.id.clone() {
+                    let u = Arc::new(u);
+                    self.keep_balancer(format!("upstreams/{id}"), &u, previous);
+                    self.config.upstreams.insert(id, Loaded { seq, item: u });
+                }
+            }
+            other => self.config.insert(seq, other),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, id: &str) {
+        let Ok(id_) = Id::parse_str(id) else {
+            if kind == Kind::Consumer {
+                self.config.consumers.remove(id);
+            }
+            return;
+        };
+        let id = &id_;
+        match kind {
+            Kind::Route => self.remove_route(id),
+            Kind::Service => {
+                if self.config.services.remove(id).is_some() {
+                    self.balancers.remove(inline_name("services", id).as_str());
+                    self.refile_service_routes(id);
+                }
+            }
+            Kind::Upstream => {
+                self.config.upstreams.remove(id);
+                self.balancers.remove(format!("upstreams/{id}").as_str());
+            }
+            Kind::PluginConfig => {
+                self.config.plugin_configs.remove(id);
+            }
+            Kind::GlobalRule => {
+                self.config.global_rules.remove(id);
+            }
+            Kind::Consumer => {
+                self.config.consumers.remove(id.as_str());
+            }
+            Kind::Ssl => {
+                self.config.ssls.remove(id);
+            }
         }
     }
 
@@ -198,17 +407,17 @@ impl Tables {
         let name = if let Some(id) = &route.upstream_id {
             format!("upstreams/{id}")
         } else if route.upstream.is_some() {
-            format!("routes/{} (inline)", route.id)
+            inline_name("routes", &route.id)
         } else if let Some(s) = service {
             match &s.upstream_id {
                 Some(id) => format!("upstreams/{id}"),
-                None if s.upstream.is_some() => format!("services/{} (inline)", s.id),
+                None if s.upstream.is_some() => inline_name("services", &s.id),
                 None => String::new(),
             }
         } else {
             String::new()
         };
-        let Some((name, (balancer, upstream))) = self.balancers.get_key_value(&name) else {
+        let Some((name, (balancer, upstream))) = self.balancers.get_key_value(name.as_str()) else {
             return Err(Unroutable {
                 status: 502,
                 message: if name.is_empty() {
@@ -248,14 +457,27 @@ impl Store {
         self.current.load_full()
     }
 
-    /// Compiles and publishes a new config.
-    pub fn publish(&self, config: ConfigSet, rejected: Vec<Invalid>) -> Arc<Tables> {
-        let previous = self.current.load();
-        let mut tables = Tables::compile(config, rejected, &previous);
+    fn store(&self, mut tables: Tables) -> Arc<Tables> {
         tables.version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let tables = Arc::new(tables);
         self.current.store(tables.clone());
         tables
+    }
+
+    /// Compiles and publishes a whole new config (the standalone file).
+    pub fn publish(&self, config: ConfigSet, rejected: Vec<Invalid>) -> Arc<Tables> {
+        let previous = self.current.load();
+        self.store(Tables::compile(config, rejected, &previous))
+    }
+
+    /// Publishes the current version with `changes` applied (the etcd sync).
+    pub fn publish_changes(
+        &self,
+        changes: Vec<Change>,
+        rejected: Option<Vec<Invalid>>,
+    ) -> Arc<Tables> {
+        let next = self.current.load().apply(changes, rejected);
+        self.store(next)
     }
 }
 
@@ -286,5 +508,138 @@ pub fn load_items<'a>(
                 rejected.push(invalid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::vars::VarLookup;
+    use crate::router::Request;
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    struct NoVars;
+
+    impl VarLookup for NoVars {
+        fn var(&self, _: &str) -> Option<Cow<'_, str>> {
+            None
+        }
+    }
+
+    fn put(seq: u64, kind: Kind, v: serde_json::Value) -> Change {
+        Change::Put {
+            seq,
+            resource: Resource::parse(kind, &v, None).unwrap(),
+        }
+    }
+
+    fn hit(t: &Tables, host: Option<&str>, path: &str) -> Option<String> {
+        t.router
+            .find(&Request {
+                host,
+                path,
+                method: "GET",
+                remote_addr: None,
+                vars: &NoVars,
+            })
+            .map(|e| e.route.id.to_string())
+    }
+
+    #[test]
+    fn changes_apply_incrementally() {
+        let t0 = Tables::default().apply(
+            vec![
+                put(
+                    1,
+                    Kind::Upstream,
+                    json!({"id": "u", "nodes": {"127.0.0.1:1": 1}}),
+                ),
+                put(
+                    2,
+                    Kind::Service,
+                    json!({"id": "s", "hosts": ["a.test"], "upstream_id": "u"}),
+                ),
+                put(
+                    3,
+                    Kind::Route,
+                    json!({"id": "r", "uri": "/x", "service_id": "s"}),
+                ),
+            ],
+            None,
+        );
+        assert_eq!(hit(&t0, Some("a.test"), "/x").as_deref(), Some("r"));
+        assert_eq!(hit(&t0, Some("b.test"), "/x"), None);
+        let entry = t0
+            .entries
+            .get(&Id::parse_str("r").unwrap())
+            .unwrap()
+            .clone();
+        let b0 = t0.target(&entry).unwrap().balancer.clone();
+
+        // The service's hosts change: its route is filed again; the old version is unchanged.
+        let t1 = t0.apply(
+            vec![put(
+                4,
+                Kind::Service,
+                json!({"id": "s", "hosts": ["b.test"], "upstream_id": "u"}),
+            )],
+            None,
+        );
+        assert_eq!(hit(&t1, Some("b.test"), "/x").as_deref(), Some("r"));
+        assert_eq!(hit(&t1, Some("a.test"), "/x"), None);
+        assert_eq!(hit(&t0, Some("a.test"), "/x").as_deref(), Some("r"));
+
+        // An upstream rewritten with the same nodes keeps its balancer; new nodes get a new one.
+        let t2 = t1.apply(
+            vec![put(
+                5,
+                Kind::Upstream,
+                json!({"id": "u", "nodes": {"127.0.0.1:1": 1}, "name": "x"}),
+            )],
+            None,
+        );
+        let entry = t2
+            .entries
+            .get(&Id::parse_str("r").unwrap())
+            .unwrap()
+            .clone();
+        assert!(Arc::ptr_eq(t2.target(&entry).unwrap().balancer, &b0));
+        let t3 = t2.apply(
+            vec![put(
+                6,
+                Kind::Upstream,
+                json!({"id": "u", "nodes": {"127.0.0.1:2": 1}}),
+            )],
+            None,
+        );
+        assert!(!Arc::ptr_eq(t3.target(&entry).unwrap().balancer, &b0));
+
+        // Deletes.
+        let t4 = t3.apply(
+            vec![Change::Delete {
+                kind: Kind::Route,
+                id: "r".into(),
+            }],
+            None,
+        );
+        assert_eq!(hit(&t4, Some("b.test"), "/x"), None);
+        assert_eq!(t4.router.len(), 0);
+        let t5 = t3.apply(
+            vec![Change::Delete {
+                kind: Kind::Service,
+                id: "s".into(),
+            }],
+            None,
+        );
+        // Without its service the route has no host and no upstream: it matches anywhere and
+        // answers 404 (missing service).
+        let e = t5
+            .entries
+            .get(&Id::parse_str("r").unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(hit(&t5, Some("c.test"), "/x").as_deref(), Some("r"));
+        assert_eq!(t5.target(&e).unwrap_err().status, 404);
     }
 }
