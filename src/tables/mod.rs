@@ -102,7 +102,7 @@ impl ConfigSet {
 /// One change to the resources: a resource put (with its load order) or a deletion.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Put { seq: u64, resource: Resource },
+    Put { seq: u64, resource: Box<Resource> },
     Delete { kind: Kind, id: String },
 }
 
@@ -168,7 +168,7 @@ impl Tables {
         for s in config.services.values() {
             puts.push(Change::Put {
                 seq: s.seq,
-                resource: Resource::Service((*s.item).clone()),
+                resource: Box::new(Resource::Service((*s.item).clone())),
             });
         }
         tables.config = ConfigSet {
@@ -208,7 +208,7 @@ impl Tables {
     fn apply_all(&mut self, changes: Vec<Change>, previous: Option<&Tables>) {
         for change in changes {
             match change {
-                Change::Put { seq, resource } => self.put(seq, resource, previous),
+                Change::Put { seq, resource } => self.put(seq, *resource, previous),
                 Change::Delete { kind, id } => self.delete(kind, &id),
             }
         }
@@ -530,7 +530,7 @@ mod tests {
     fn put(seq: u64, kind: Kind, v: serde_json::Value) -> Change {
         Change::Put {
             seq,
-            resource: Resource::parse(kind, &v, None).unwrap(),
+            resource: Box::new(Resource::parse(kind, &v, None).unwrap()),
         }
     }
 
