@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -13,9 +14,10 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
-use portico::config::{standalone, GatewayConfig, Provider};
+use portico::config::{standalone, EtcdSettings, GatewayConfig, Provider};
 use portico::proxy::Gateway;
 use portico::status::{SourceStatus, StatusApp};
+use portico::sync::etcd::{EtcdService, EtcdSync};
 use portico::sync::yaml::{YamlSource, YamlWatch};
 use portico::tables::Store;
 
@@ -39,6 +41,17 @@ struct Cli {
 
 fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
     match config.config.provider {
+        Provider::Etcd => match config.etcd.as_ref().map(etcd_client) {
+            Some(Ok(_)) => {
+                println!("configuration {} is ok", conf.display());
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("{}: etcd: {e}", conf.display());
+                ExitCode::FAILURE
+            }
+            None => ExitCode::FAILURE,
+        },
         Provider::Yaml => match standalone::load(&config.config.yaml) {
             Ok(loaded) => {
                 for r in &loaded.rejected {
@@ -65,6 +78,25 @@ fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
             }
         },
     }
+}
+
+/// The etcd client described by `etcd:` in config.yaml.
+fn etcd_client(s: &EtcdSettings) -> Result<portico::etcd::Client, portico::etcd::Error> {
+    use portico::etcd::{ClientOptions, Pem, TlsOptions};
+    portico::etcd::Client::new(ClientOptions {
+        endpoints: s.endpoints.clone(),
+        user: s.user.clone(),
+        password: s.password.clone(),
+        timeout: Duration::from_secs_f64(s.timeout),
+        tls: TlsOptions {
+            verify: s.tls.verify,
+            ca: s.tls.ca.clone().map(Pem::File),
+            cert: s.tls.cert.clone().map(Pem::File),
+            key: s.tls.key.clone().map(Pem::File),
+            sni: s.tls.sni.clone(),
+        },
+        ..Default::default()
+    })
 }
 
 fn main() -> ExitCode {
@@ -109,6 +141,35 @@ fn main() -> ExitCode {
                 "standalone yaml",
                 YamlWatch { source, initial },
             ));
+            status
+        }
+        Provider::Etcd => {
+            let Some(settings) = config.etcd.as_ref() else {
+                eprintln!(
+                    "{}: config.provider is etcd but there is no etcd: section",
+                    cli.conf.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            let client = match etcd_client(settings) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: etcd: {e}", cli.conf.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let status = SourceStatus::new("etcd");
+            let saved = (!settings.saved_config.as_os_str().is_empty())
+                .then(|| settings.saved_config.clone());
+            let sync = EtcdSync::new(
+                client,
+                settings.prefix.clone(),
+                store.clone(),
+                status.clone(),
+                saved,
+                Duration::from_secs_f64(settings.watch_idle_timeout),
+            );
+            server.add_service(background_service("etcd sync", EtcdService(sync)));
             status
         }
     };

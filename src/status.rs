@@ -12,11 +12,22 @@ use serde_json::{json, Value};
 
 use crate::tables::Store;
 
+/// A view computed on demand (e.g. every key the etcd sync knows, with its revision).
+pub type View = Arc<dyn Fn() -> Value + Send + Sync>;
+
 /// What the config source reports about itself (provider-specific fields).
-#[derive(Debug)]
 pub struct SourceStatus {
     pub provider: &'static str,
     detail: Mutex<Value>,
+    keys: Mutex<Option<View>>,
+}
+
+impl std::fmt::Debug for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceStatus")
+            .field("provider", &self.provider)
+            .finish()
+    }
 }
 
 impl SourceStatus {
@@ -24,7 +35,18 @@ impl SourceStatus {
         Arc::new(SourceStatus {
             provider,
             detail: Mutex::new(json!({})),
+            keys: Mutex::new(None),
         })
+    }
+
+    /// Serves `view` at `GET /status/keys`.
+    pub fn set_keys_view(&self, view: View) {
+        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
+
+    fn keys(&self) -> Option<Value> {
+        let view = self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        view.map(|v| v())
     }
 
     /// Sets one field of the source's detail.
@@ -91,6 +113,13 @@ impl ServeHttp for StatusApp {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/status" | "/status/" => reply(200, self.status().to_string()),
+            "/status/keys" => match self.source.keys() {
+                Some(v) => reply(200, v.to_string()),
+                None => reply(
+                    404,
+                    "{\"error_msg\":\"this provider has no key view\"}".into(),
+                ),
+            },
             "/status/ready" => {
                 if self.store.load().loaded {
                     reply(200, "{\"ready\":true}".into())

@@ -15,6 +15,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub status: StatusConfig,
     pub config: SourceConfig,
+    /// Needed with `config.provider: etcd`.
+    pub etcd: Option<EtcdSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +59,76 @@ impl Default for StatusConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Yaml,
+    Etcd,
+}
+
+/// `etcd:` in config.yaml: where the resources live and how to reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// `http://host:port` or `https://host:port`, several for a cluster.
+    pub endpoints: Vec<String>,
+    /// The key prefix of APISIX's layout.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds per request; the watch has its own idle timeout.
+    #[serde(default = "default_etcd_timeout")]
+    pub timeout: f64,
+    /// Seconds without a byte on the watch before it is opened again (same revision).
+    #[serde(default = "default_watch_idle")]
+    pub watch_idle_timeout: f64,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    #[serde(default)]
+    pub tls: EtcdTls,
+    /// The last config seen, saved after changes so that a start without etcd can serve it
+    /// (relative to this file; empty to turn off).
+    #[serde(default = "default_saved")]
+    pub saved_config: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// CA, client certificate and key: file paths.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub sni: Option<String>,
+}
+
+impl Default for EtcdTls {
+    fn default() -> Self {
+        EtcdTls {
+            verify: true,
+            ca: None,
+            cert: None,
+            key: None,
+            sni: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_prefix() -> String {
+    "/apisix".into()
+}
+
+fn default_etcd_timeout() -> f64 {
+    30.0
+}
+
+fn default_watch_idle() -> f64 {
+    60.0
+}
+
+fn default_saved() -> PathBuf {
+    PathBuf::from("etcd-saved.json")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +194,48 @@ impl GatewayConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         if config.config.yaml.is_relative() {
             config.config.yaml = base.join(&config.config.yaml);
+        }
+        match (&mut config.etcd, config.config.provider) {
+            (None, Provider::Etcd) => {
+                return Err(err(
+                    "config.provider is etcd but there is no etcd: section".into()
+                ))
+            }
+            (Some(etcd), _) => {
+                if etcd.endpoints.is_empty() {
+                    return Err(err("etcd.endpoints: at least one endpoint is needed".into()));
+                }
+                if !(etcd.timeout > 0.0 && etcd.timeout.is_finite()) {
+                    return Err(err(
+                        "etcd.timeout: must be a number of seconds above 0".into()
+                    ));
+                }
+                if !(etcd.watch_idle_timeout > 0.0 && etcd.watch_idle_timeout.is_finite()) {
+                    return Err(err(
+                        "etcd.watch_idle_timeout: must be a number of seconds above 0".into(),
+                    ));
+                }
+                if !etcd.prefix.starts_with('/') {
+                    return Err(err(format!(
+                        "etcd.prefix: {:?} must start with /",
+                        etcd.prefix
+                    )));
+                }
+                etcd.prefix = etcd.prefix.trim_end_matches('/').to_string();
+                let saved = &mut etcd.saved_config;
+                if !saved.as_os_str().is_empty() && saved.is_relative() {
+                    *saved = base.join(&*saved);
+                }
+                for f in [&mut etcd.tls.ca, &mut etcd.tls.cert, &mut etcd.tls.key]
+                    .into_iter()
+                    .flatten()
+                {
+                    if f.is_relative() {
+                        *f = base.join(&*f);
+                    }
+                }
+            }
+            (None, Provider::Yaml) => {}
         }
         Ok(config)
     }

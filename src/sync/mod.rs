@@ -1,3 +1,4 @@
 //! Config sources that keep the tables current: the standalone YAML file (and etcd, next).
 
+pub mod etcd;
 pub mod yaml;
