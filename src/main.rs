@@ -82,7 +82,7 @@ fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
 
 /// The etcd client described by `etcd:` in config.yaml.
 fn etcd_client(s: &EtcdSettings) -> Result<portico::etcd::Client, portico::etcd::Error> {
-    use portico::etcd::{ClientOptions, Pem, TlsOptions};
+    use portico::etcd::{ClientOptions, HealthOptions, Pem, TlsOptions};
     portico::etcd::Client::new(ClientOptions {
         endpoints: s.endpoints.clone(),
         user: s.user.clone(),
@@ -94,6 +94,10 @@ fn etcd_client(s: &EtcdSettings) -> Result<portico::etcd::Client, portico::etcd:
             cert: s.tls.cert.clone().map(Pem::File),
             key: s.tls.key.clone().map(Pem::File),
             sni: s.tls.sni.clone(),
+        },
+        health: HealthOptions {
+            fail_timeout: Duration::from_secs_f64(s.fail_timeout),
+            ..Default::default()
         },
         ..Default::default()
     })

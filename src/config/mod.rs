@@ -81,6 +81,9 @@ pub struct EtcdSettings {
     pub password: Option<String>,
     #[serde(default)]
     pub tls: EtcdTls,
+    /// Seconds an endpoint that failed is skipped before it is tried again.
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: f64,
     /// The last config seen, saved after changes so that a start without etcd can serve it
     /// (relative to this file; empty to turn off).
     #[serde(default = "default_saved")]
@@ -125,6 +128,10 @@ fn default_etcd_timeout() -> f64 {
 
 fn default_watch_idle() -> f64 {
     60.0
+}
+
+fn default_fail_timeout() -> f64 {
+    2.0
 }
 
 fn default_saved() -> PathBuf {
@@ -209,6 +216,9 @@ impl GatewayConfig {
                     return Err(err(
                         "etcd.timeout: must be a number of seconds above 0".into()
                     ));
+                }
+                if !(etcd.fail_timeout >= 0.0 && etcd.fail_timeout.is_finite()) {
+                    return Err(err("etcd.fail_timeout: must be a number of seconds".into()));
                 }
                 if !(etcd.watch_idle_timeout > 0.0 && etcd.watch_idle_timeout.is_finite()) {
                     return Err(err(

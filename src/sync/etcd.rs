@@ -293,9 +293,12 @@ impl EtcdSync {
     fn apply_events(&self, events: Vec<crate::etcd::Event>, changes: &mut Vec<Change>) -> bool {
         let mut m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
         let mut rejected_changed = false;
+        // One revision comes in one message (a txn's writes share it): skip only revisions
+        // applied before this message.
+        let applied = m.revision;
         for e in events {
-            if e.kv.mod_revision <= m.revision {
-                continue; // already applied (a resumed watch may repeat the boundary)
+            if e.kv.mod_revision <= applied {
+                continue;
             }
             m.revision = e.kv.mod_revision;
             let Some((kind, id)) = classify(&self.prefix, &e.kv.key) else {
@@ -462,7 +465,8 @@ impl EtcdSync {
         };
         let (revision, bytes) = {
             let m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
-            if m.revision == *last_saved {
+            // Nothing read yet, or nothing new since the last save.
+            if m.revision == 0 || m.revision == *last_saved {
                 return;
             }
             (m.revision, serde_json::to_vec(&*m))

@@ -50,6 +50,38 @@ impl Gateway {
         Gateway::spawn_with(apisix_yaml, extra, false)
     }
 
+    /// Starts the gateway on etcd (`endpoints`, prefix `/apisix`) without waiting; `extra`
+    /// goes under `etcd:` in config.yaml.
+    pub fn spawn_etcd(endpoints: &[String], extra: &str) -> Gateway {
+        Gateway::spawn_etcd_in(TempDir::new("gateway"), endpoints, extra)
+    }
+
+    /// Like [`Gateway::spawn_etcd`] in a given directory (to find a saved config again).
+    pub fn spawn_etcd_in(dir: TempDir, endpoints: &[String], extra: &str) -> Gateway {
+        let port = free_port();
+        let status_port = free_port();
+        let list = endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: etcd\netcd:\n  endpoints: [{list}]\n  prefix: /apisix\n  timeout: 3\n{extra}"
+        );
+        Gateway::launch(dir, port, status_port, None, &config)
+    }
+
+    /// Stops the process and hands back its directory (saved config inside).
+    pub fn into_dir(mut self) -> TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = TempDir::new("moved");
+        let from = std::mem::replace(&mut self.dir, dir);
+        from
+    }
+
     fn spawn_with(apisix_yaml: &str, extra: &str, v6: bool) -> Gateway {
         let dir = TempDir::new("gateway");
         let port = free_port();
@@ -60,14 +92,25 @@ impl Gateway {
             None => format!("[\"127.0.0.1:{port}\"]"),
         };
         std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            format!(
-                "proxy:\n  listen: {listen}\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("portico.log")).unwrap();
+        let config = format!(
+            "proxy:\n  listen: {listen}\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
+        );
+        Gateway::launch(dir, port, status_port, v6_port, &config)
+    }
+
+    fn launch(
+        dir: TempDir,
+        port: u16,
+        status_port: u16,
+        v6_port: Option<u16>,
+        config: &str,
+    ) -> Gateway {
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("portico.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .arg("-c")
             .arg(dir.path().join("config.yaml"))

@@ -548,3 +548,89 @@ impl EtcdCluster {
     }
 }
 pub mod gateway;
+
+// === a TCP relay that can be cut ===
+
+/// Forwards a loopback port to another; [`Relay::cut`] closes every connection and refuses new
+/// ones (as a dead network would), [`Relay::restore`] listens again on the same port.
+pub struct Relay {
+    pub port: u16,
+    state: std::sync::Arc<Mutex<RelayState>>,
+}
+
+struct RelayState {
+    open: bool,
+    conns: Vec<TcpStream>,
+}
+
+impl Relay {
+    pub fn start(target: u16) -> Relay {
+        let port = free_port();
+        let state = std::sync::Arc::new(Mutex::new(RelayState {
+            open: true,
+            conns: Vec::new(),
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || loop {
+            let open = st.lock().map(|s| s.open).unwrap_or(false);
+            if !open {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = listener.set_nonblocking(true);
+            while st.lock().map(|s| s.open).unwrap_or(false) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        let _ = down.set_nonblocking(false);
+                        let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        if let Ok(mut s) = st.lock() {
+                            s.conns.extend(down.try_clone().ok());
+                            s.conns.extend(up.try_clone().ok());
+                        }
+                        for (mut a, mut b) in [
+                            (down.try_clone(), up.try_clone()),
+                            (up.try_clone(), down.try_clone()),
+                        ]
+                        .into_iter()
+                        .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                        {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut a, &mut b);
+                                let _ = b.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            // Leaving the loop drops the listener: new connections are refused.
+        });
+        Relay { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.open = false;
+            for c in s.conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    pub fn restore(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.open = true;
+        }
+    }
+}
