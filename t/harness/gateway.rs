@@ -78,8 +78,7 @@ impl Gateway {
             let _ = c.wait();
         }
         let dir = TempDir::new("moved");
-        let from = std::mem::replace(&mut self.dir, dir);
-        from
+        std::mem::replace(&mut self.dir, dir)
     }
 
     fn spawn_with(apisix_yaml: &str, extra: &str, v6: bool) -> Gateway {
