@@ -10,7 +10,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
@@ -198,5 +198,48 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         config.proxy.listen.join(", ")
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C (SIGINT) stops the gateway like SIGTERM: listeners close, in-flight requests get
+/// `proxy.shutdown_timeout` seconds. (Pingora's own SIGINT path skips telling services to
+/// stop, and an accept loop can then spin instead of exiting.) SIGQUIT is a graceful upgrade.
+struct Signals;
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for signal {kind:?}: {e}");
+                None
+            }
+        };
+        let (mut quit, mut term, mut int) = (
+            listen(SignalKind::quit()),
+            listen(SignalKind::terminate()),
+            listen(SignalKind::interrupt()),
+        );
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
+            _ = next(&mut term) => ShutdownSignal::GracefulTerminate,
+            _ = next(&mut int) => {
+                log::info!("SIGINT received: stopping");
+                ShutdownSignal::GracefulTerminate
+            }
+        }
+    }
 }

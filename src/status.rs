@@ -82,9 +82,17 @@ impl StatusApp {
             .iter()
             .map(|r| json!({"kind": r.kind.dir(), "id": r.id, "error": r.message}))
             .collect();
+        let mut source = self.source.snapshot();
+        if let Some(at) = source.get("last_contact").and_then(Value::as_f64) {
+            let now = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(at);
+            source["seconds_since_contact"] = json!((now - at).max(0.0));
+        }
         json!({
             "provider": self.source.provider,
-            "source": self.source.snapshot(),
+            "source": source,
             "ready": tables.loaded,
             "version": tables.version,
             "published_at": tables.published_at

@@ -13,7 +13,7 @@ mod upstream;
 
 pub use id::Id;
 pub use plugins::{is_known_plugin, Plugins};
-pub use resources::{Consumer, GlobalRule, PluginConfig, Service, Ssl};
+pub use resources::{Consumer, Credential, GlobalRule, PluginConfig, Service, Ssl};
 pub use route::{Cidr, Methods, Route};
 pub use upstream::{BalancerKind, Node, PassHost, Scheme, Timeout, Upstream};
 
@@ -28,10 +28,13 @@ pub enum Kind {
     PluginConfig,
     GlobalRule,
     Consumer,
+    /// A consumer's credential (`consumers/<username>/credentials/<id>`), id `username/id`.
+    Credential,
     Ssl,
 }
 
 impl Kind {
+    /// The kinds with their own top-level directory (credentials live under consumers).
     pub const ALL: [Kind; 7] = [
         Kind::Route,
         Kind::Service,
@@ -51,6 +54,7 @@ impl Kind {
             Kind::PluginConfig => "plugin_configs",
             Kind::GlobalRule => "global_rules",
             Kind::Consumer => "consumers",
+            Kind::Credential => "credentials",
             Kind::Ssl => "ssls",
         }
     }
@@ -68,6 +72,7 @@ impl Kind {
             Kind::PluginConfig => "plugin_config",
             Kind::GlobalRule => "global_rule",
             Kind::Consumer => "consumer",
+            Kind::Credential => "credential",
             Kind::Ssl => "ssl",
         }
     }
@@ -107,6 +112,7 @@ pub enum Resource {
     PluginConfig(PluginConfig),
     GlobalRule(GlobalRule),
     Consumer(Consumer),
+    Credential(Credential),
     Ssl(Ssl),
 }
 
@@ -125,6 +131,7 @@ impl Resource {
             Kind::PluginConfig => Resource::PluginConfig(PluginConfig::parse(value, fallback_id)?),
             Kind::GlobalRule => Resource::GlobalRule(GlobalRule::parse(value, fallback_id)?),
             Kind::Consumer => Resource::Consumer(Consumer::parse(value, fallback_id)?),
+            Kind::Credential => Resource::Credential(Credential::parse(value, fallback_id)?),
             Kind::Ssl => Resource::Ssl(Ssl::parse(value, fallback_id)?),
         })
     }

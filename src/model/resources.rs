@@ -114,6 +114,40 @@ impl Consumer {
     }
 }
 
+/// A credential of a consumer: one auth plugin's settings, kept apart from the consumer.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub consumer: String,
+    pub id: Id,
+    pub plugins: Plugins,
+}
+
+impl Credential {
+    /// `fallback_id` is `username/id`, as the etcd key gives it.
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Credential, String> {
+        let o = Obj::new(value)?;
+        let (consumer, id) = fallback_id
+            .and_then(|f| f.split_once('/'))
+            .ok_or("a credential is named consumers/<username>/credentials/<id>")?;
+        let id = match o.get("id") {
+            Some(v) => Id::parse(v).map_err(|e| failed("id", e))?,
+            None => Id::parse_str(id)?,
+        };
+        let plugins = Plugins::parse(o.get("plugins"))?;
+        if plugins.0.len() != 1 {
+            return Err(failed(
+                "plugins",
+                "a credential holds exactly one auth plugin",
+            ));
+        }
+        Ok(Credential {
+            consumer: consumer.to_string(),
+            id,
+            plugins,
+        })
+    }
+}
+
 /// A certificate for TLS listeners, kept as given until TLS termination lands.
 #[derive(Debug, Clone)]
 pub struct Ssl {

@@ -56,11 +56,19 @@ fn classify(prefix: &str, key: &str) -> Option<(Kind, String)> {
     let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
     let (dir, id) = rest.split_once('/')?;
     let kind = Kind::from_dir(dir)?;
-    // `routes/` (a directory marker) and nested keys (consumer credentials) are not resources.
-    if id.is_empty() || id.contains('/') {
-        return None;
+    if id.is_empty() {
+        return None; // `routes/`: a directory marker
     }
-    Some((kind, id.to_string()))
+    match id.split('/').collect::<Vec<_>>()[..] {
+        [_] => Some((kind, id.to_string())),
+        // consumers/<username>/credentials/<id>
+        [user, "credentials", cred]
+            if kind == Kind::Consumer && !user.is_empty() && !cred.is_empty() =>
+        {
+            Some((Kind::Credential, format!("{user}/{cred}")))
+        }
+        _ => None,
+    }
 }
 
 impl Mirror {
@@ -573,7 +581,12 @@ mod tests {
         assert_eq!(classify(p, "/apisix/routes"), None, "directory marker");
         assert_eq!(classify(p, "/apisix/protos/1"), None, "kind not served");
         assert_eq!(classify(p, "/apisix/plugin_metadata/x"), None);
-        assert_eq!(classify(p, "/apisix/consumers/jack/credentials/1"), None);
+        assert_eq!(
+            classify(p, "/apisix/consumers/jack/credentials/1"),
+            Some((Kind::Credential, "jack/1".into()))
+        );
+        assert_eq!(classify(p, "/apisix/consumers/jack/credentials/"), None);
+        assert_eq!(classify(p, "/apisix/routes/1/x"), None);
         assert_eq!(classify(p, "/apisixx/routes/1"), None);
         assert_eq!(classify(p, "/other/routes/1"), None);
     }

@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 pub mod sharded;
 
 use crate::model::{
-    Consumer, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource, Route, Service, Ssl, Timeout,
-    Upstream,
+    Consumer, Credential, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource, Route, Service,
+    Ssl, Timeout, Upstream,
 };
 use crate::router::{RouteEntry, Router};
 use crate::upstream::Balancer;
@@ -44,6 +44,8 @@ pub struct ConfigSet {
     pub plugin_configs: ShardedMap<Id, Loaded<PluginConfig>>,
     pub global_rules: ShardedMap<Id, Loaded<GlobalRule>>,
     pub consumers: ShardedMap<String, Loaded<Consumer>>,
+    /// By `username/id`.
+    pub credentials: ShardedMap<String, Loaded<Credential>>,
     pub ssls: ShardedMap<Id, Loaded<Ssl>>,
 }
 
@@ -79,6 +81,10 @@ impl ConfigSet {
             Resource::Consumer(c) => {
                 self.consumers.insert(c.username.clone(), loaded(seq, c));
             }
+            Resource::Credential(c) => {
+                self.credentials
+                    .insert(format!("{}/{}", c.consumer, c.id), loaded(seq, c));
+            }
             Resource::Ssl(s) => {
                 self.ssls.insert(s.id.clone(), loaded(seq, s));
             }
@@ -94,6 +100,7 @@ impl ConfigSet {
         c.insert(Kind::PluginConfig.dir(), self.plugin_configs.len());
         c.insert(Kind::GlobalRule.dir(), self.global_rules.len());
         c.insert(Kind::Consumer.dir(), self.consumers.len());
+        c.insert(Kind::Credential.dir(), self.credentials.len());
         c.insert(Kind::Ssl.dir(), self.ssls.len());
         c
     }
@@ -346,10 +353,18 @@ impl Tables {
     }
 
     fn delete(&mut self, kind: Kind, id: &str) {
-        let Ok(id_) = Id::parse_str(id) else {
-            if kind == Kind::Consumer {
+        match kind {
+            Kind::Consumer => {
                 self.config.consumers.remove(id);
+                return;
             }
+            Kind::Credential => {
+                self.config.credentials.remove(id);
+                return;
+            }
+            _ => {}
+        }
+        let Ok(id_) = Id::parse_str(id) else {
             return;
         };
         let id = &id_;
@@ -371,9 +386,7 @@ impl Tables {
             Kind::GlobalRule => {
                 self.config.global_rules.remove(id);
             }
-            Kind::Consumer => {
-                self.config.consumers.remove(id.as_str());
-            }
+            Kind::Consumer | Kind::Credential => {}
             Kind::Ssl => {
                 self.config.ssls.remove(id);
             }

@@ -62,7 +62,8 @@ fn views_match(g: &Gateway, etcdctl: impl Fn(&[&str]) -> String) -> bool {
             "ssls",
         ];
         let parts: Vec<&str> = key.trim_start_matches("/apisix/").split('/').collect();
-        if parts.len() == 2 && !parts[1].is_empty() && served.contains(&parts[0]) {
+        let credential = parts.len() == 4 && parts[0] == "consumers" && parts[2] == "credentials";
+        if (parts.len() == 2 && !parts[1].is_empty() && served.contains(&parts[0])) || credential {
             want.insert(key, kv["mod_revision"].clone());
         }
     }
@@ -101,12 +102,21 @@ fn resources_written_with_etcdctl_are_served_updated_and_deleted() {
         "/apisix/routes/2",
         &json!({"id": 2, "uri": "/two", "service_id": "s"}).to_string(),
     ]);
+    etcd.etcdctl(&["put", "/apisix/consumers/jack", r#"{"username":"jack"}"#]);
+    etcd.etcdctl(&[
+        "put",
+        "/apisix/consumers/jack/credentials/k1",
+        r#"{"id":"k1","plugins":{"key-auth":{"key":"secret"}}}"#,
+    ]);
     let g = start(&[etcd.url()]);
     assert_eq!(g.get("/one", None).echo()["server"], "a");
     assert_eq!(g.get("/two", None).echo()["server"], "b");
     let status = g.status();
     assert_eq!(status["provider"], "etcd");
     assert_eq!(status["counts"]["routes"], 2);
+    assert_eq!(status["counts"]["consumers"], 1, "{status}");
+    assert_eq!(status["counts"]["credentials"], 1);
+    assert!(status["source"]["seconds_since_contact"].as_f64().is_some());
     assert!(status["source"]["revision"].as_i64().unwrap() > 0);
 
     // Updates and deletes.
