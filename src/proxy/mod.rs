@@ -100,6 +100,10 @@ impl ProxyHttp for Gateway {
         Ctx::default()
     }
 
+    /// No downstream modules (Pingora adds a disabled compression module by default, which
+    /// still costs every request).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let tables = self.store.load();
         let ip = client_ip(session);
