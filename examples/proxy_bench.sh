@@ -76,7 +76,7 @@ CONF
 
 nginx -c "$dir/upstream.conf" -e "$dir/upstream.err"
 nginx -c "$dir/proxy.conf" -e "$dir/proxy.err"
-RUST_LOG=warn ./target/release/portico -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
+RUST_LOG=warn ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
 echo $! > "$dir/portico.pid"
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null && break; sleep 0.1; done
 
