@@ -178,6 +178,13 @@ fn main() -> ExitCode {
         }
     };
 
+    server.add_service(background_service(
+        "health checks",
+        portico::upstream::checker::HealthService {
+            store: store.clone(),
+        },
+    ));
+
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         Gateway::new(store.clone()),

@@ -105,6 +105,39 @@ impl StatusApp {
     }
 }
 
+impl StatusApp {
+    /// Every upstream's nodes with their health, load and latency.
+    fn upstreams(&self) -> Value {
+        let tables = self.store.load();
+        let mut out = serde_json::Map::new();
+        for (name, b) in tables.balancers() {
+            let nodes: Vec<Value> = b
+                .nodes()
+                .iter()
+                .map(|n| {
+                    json!({
+                        "node": n.node.authority(),
+                        "weight": n.node.weight,
+                        "priority": n.node.priority,
+                        "healthy": n.health.is_healthy(),
+                        "in_flight": n.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                        "ewma_ms": n.stats.ewma_ms(),
+                    })
+                })
+                .collect();
+            out.insert(
+                name.clone(),
+                json!({
+                    "active_checks": b.checks.active.is_some(),
+                    "passive_checks": b.checks.passive.is_some(),
+                    "nodes": nodes,
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
 fn reply(status: u16, body: String) -> Response<Vec<u8>> {
     let len = body.len();
     Response::builder()
@@ -128,6 +161,7 @@ impl ServeHttp for StatusApp {
                     "{\"error_msg\":\"this provider has no key view\"}".into(),
                 ),
             },
+            "/status/upstreams" => reply(200, self.upstreams().to_string()),
             "/status/ready" => {
                 if self.store.load().loaded {
                     reply(200, "{\"ready\":true}".into())

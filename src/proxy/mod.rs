@@ -3,8 +3,9 @@
 pub mod request;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,9 +14,12 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::model::{Node, PassHost};
+use crate::model::{BalancerKind, Node, PassHost, Upstream};
+use crate::router::vars::VarLookup;
 use crate::router::{Request, RouteEntry};
 use crate::tables::{Store, Tables};
+use crate::upstream::health::{Checks, Outcome};
+use crate::upstream::NodeState;
 use request::{normalize_path, request_host, RequestVars};
 
 /// APISIX's default when no timeout is configured.
@@ -37,8 +41,12 @@ impl Gateway {
 pub struct Ctx {
     tables: Option<Arc<Tables>>,
     route: Option<Arc<RouteEntry>>,
-    /// Nodes tried so far (`host:port`), for retries and logs.
+    /// Nodes tried so far, for retries and logs.
     tried: Vec<Node>,
+    /// The node of the try under way, and when it started (latency, load, passive checks).
+    current: Option<(Arc<NodeState>, Instant)>,
+    /// When the first try started (`retry_timeout`).
+    first_try: Option<Instant>,
     client_ip: Option<IpAddr>,
     /// The original Host header, for `pass_host: pass` and X-Forwarded-Host.
     host_header: Option<String>,
@@ -73,23 +81,6 @@ fn http_error(status: u16, why: String) -> Box<Error> {
     let mut e = Error::explain(ErrorType::HTTPStatus(status), why);
     e.set_retry(false);
     e
-}
-
-impl Gateway {
-    /// The number of tries a request gets: `retries` + 1, `retries` defaulting to nodes − 1.
-    fn max_tries(tables: &Tables, entry: &RouteEntry) -> usize {
-        match tables.target(entry) {
-            Ok(t) => {
-                let retries = t
-                    .upstream
-                    .retries
-                    .map(|r| r as usize)
-                    .unwrap_or_else(|| t.upstream.nodes.len().saturating_sub(1));
-                retries + 1
-            }
-            Err(_) => 1,
-        }
-    }
 }
 
 #[async_trait]
@@ -152,24 +143,27 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (Some(tables), Some(entry)) = (ctx.tables.as_ref(), ctx.route.as_ref()) else {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) else {
             return Err(http_error(500, "no route in context".into()));
         };
         let target = tables
-            .target(entry)
+            .target(&entry)
             .map_err(|u| http_error(u.status, u.message))?;
+        let key = match target.balancer.kind() {
+            BalancerKind::Chash => hash_key(session, target.upstream, ctx.client_ip),
+            _ => None,
+        };
         let tried = &ctx.tried;
-        let node = target
+        let picked = target
             .balancer
-            .pick(|n| tried.contains(n))
+            .pick(key.as_deref(), |n| tried.contains(n))
             .or_else(|| {
                 // Every node was tried: start over rather than fail early.
                 (!tried.is_empty())
-                    .then(|| target.balancer.pick(|_| false))
+                    .then(|| target.balancer.pick(key.as_deref(), |_| false))
                     .flatten()
             })
-            .cloned()
             .ok_or_else(|| {
                 log::error!(
                     "route {}: {} has no node to send to",
@@ -178,6 +172,7 @@ impl ProxyHttp for Gateway {
                 );
                 http_error(502, format!("{}: no available node", target.upstream_name))
             })?;
+        let node = picked.node.clone();
         let addr = resolve(&node).await.map_err(|why| {
             log::error!(
                 "route {}: {} node {}: {why}",
@@ -212,6 +207,11 @@ impl ProxyHttp for Gateway {
         peer.options.write_timeout = Some(t.send.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.read_timeout = Some(t.read.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.end_try(None, &target.balancer.checks);
+        picked.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        ctx.first_try.get_or_insert(now);
+        ctx.current = Some((picked, now));
         ctx.tried.push(node);
         Ok(Box::new(peer))
     }
@@ -283,21 +283,92 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(tables), Some(entry)) = (ctx.tables.as_ref(), ctx.route.as_ref()) {
-            let name = tables
-                .target(entry)
-                .map(|t| t.upstream_name.to_string())
-                .unwrap_or_default();
-            log::error!(
-                "route {}: {name} node {}: connect failed: {e}",
-                entry.route.id,
-                peer._address
-            );
-            if ctx.tried.len() < Gateway::max_tries(tables, entry) {
-                e.set_retry(true);
+        let outcome = if matches!(e.etype(), ErrorType::ConnectTimedout) {
+            Outcome::Timeout
+        } else {
+            Outcome::TcpFailure
+        };
+        if let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) {
+            if let Ok(target) = tables.target(&entry) {
+                log::error!(
+                    "route {}: {} node {}: connect failed: {e}",
+                    entry.route.id,
+                    target.upstream_name,
+                    peer._address
+                );
+                ctx.end_try(Some(outcome), &target.balancer.checks);
+                if ctx.may_retry(target.upstream) {
+                    e.set_retry(true);
+                }
             }
         }
         e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {}", peer._address));
+        e.retry.decide_reuse(client_reused);
+        let outcome = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
+            _ => Outcome::TcpFailure,
+        };
+        if let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) {
+            if let Ok(target) = tables.target(&entry) {
+                ctx.end_try(Some(outcome), &target.balancer.checks);
+                // Nothing reached the client yet and the request can be sent again.
+                let replayable = matches!(
+                    session.req_header().method.as_str(),
+                    "GET" | "HEAD" | "OPTIONS"
+                ) || session.is_body_empty();
+                if session.response_written().is_none()
+                    && replayable
+                    && ctx.may_retry(target.upstream)
+                {
+                    e.set_retry(true);
+                }
+            }
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some((node, started)), Some(tables), Some(entry)) =
+            (&ctx.current, &ctx.tables, &ctx.route)
+        {
+            node.stats.observe(started.elapsed());
+            if let Ok(target) = tables.target(entry) {
+                if let Some(t) = &target.balancer.checks.passive {
+                    let status = resp.status.as_u16();
+                    if let Some(healthy) = node.health.record(Outcome::Status(status), t) {
+                        log::warn!(
+                            "{}: node {} is now {} (passive check: HTTP {status})",
+                            target.upstream_name,
+                            node.node.authority(),
+                            if healthy { "healthy" } else { "unhealthy" }
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some((node, _)) = ctx.current.take() {
+            node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
@@ -332,6 +403,85 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+}
+
+impl Ctx {
+    /// Closes the try under way: its node is no longer loaded, and a failure counts against
+    /// it for passive checks.
+    fn end_try(&mut self, failure: Option<Outcome>, checks: &Checks) {
+        let Some((node, _)) = self.current.take() else {
+            return;
+        };
+        node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(outcome), Some(t)) = (failure, &checks.passive) {
+            if let Some(healthy) = node.health.record(outcome, t) {
+                log::warn!(
+                    "node {} is now {} (passive check: {outcome:?})",
+                    node.node.authority(),
+                    if healthy { "healthy" } else { "unhealthy" }
+                );
+            }
+        }
+    }
+
+    /// Whether another try fits in `retries` (default: nodes − 1) and `retry_timeout`.
+    fn may_retry(&self, upstream: &Upstream) -> bool {
+        let retries = upstream
+            .retries
+            .map(|r| r as usize)
+            .unwrap_or_else(|| upstream.nodes.len().saturating_sub(1));
+        let in_time = match (upstream.retry_timeout, self.first_try) {
+            (Some(limit), Some(start)) if !limit.is_zero() => start.elapsed() < limit,
+            _ => true,
+        };
+        self.tried.len() <= retries && in_time
+    }
+}
+
+/// The consistent-hash key of a request, from the upstream's `hash_on` and `key`.
+fn hash_key(session: &Session, upstream: &Upstream, ip: Option<IpAddr>) -> Option<String> {
+    let req = session.req_header();
+    let path = normalize_path(req.uri.path());
+    let host = request_host(req);
+    let vars = RequestVars {
+        req,
+        path: &path,
+        host: host.as_deref(),
+        client_ip: ip,
+        server_port: server_port(session),
+        scheme: "http",
+    };
+    let key = upstream.key.as_deref().unwrap_or("remote_addr");
+    let var = |name: &str| {
+        vars.var(name.trim_start_matches('$'))
+            .map(|v| v.into_owned())
+    };
+    match upstream.hash_on.as_deref().unwrap_or("vars") {
+        "header" => var(&format!(
+            "http_{}",
+            key.to_ascii_lowercase().replace('-', "_")
+        )),
+        "cookie" => var(&format!("cookie_{key}")),
+        // No consumers until authentication lands: hash on the client address.
+        "consumer" => var("remote_addr"),
+        "vars_combinations" => {
+            // "$host-$uri": each $name is replaced with its value.
+            let mut out = String::new();
+            let mut rest = key;
+            while let Some(i) = rest.find('$') {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + 1..];
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                out.push_str(&var(&after[..end]).unwrap_or_default());
+                rest = &after[end..];
+            }
+            out.push_str(rest);
+            Some(out)
+        }
+        _ => var(key),
     }
 }
 

@@ -227,9 +227,17 @@ impl Tables {
             .balancers
             .get(name.as_str())
             .or_else(|| previous.and_then(|p| p.balancers.get(name.as_str())));
+        let same = |u: &Upstream| {
+            u.nodes == upstream.nodes
+                && u.kind == upstream.kind
+                && u.checks == upstream.checks
+                && u.hash_on == upstream.hash_on
+                && u.key == upstream.key
+        };
         let balancer = match old {
-            Some((b, u)) if u.nodes == upstream.nodes => b.clone(),
-            _ => Arc::new(Balancer::new(upstream.nodes.clone())),
+            Some((b, u)) if same(u) => b.clone(),
+            Some((b, _)) => Arc::new(Balancer::new(upstream, Some(b))),
+            None => Arc::new(Balancer::new(upstream, None)),
         };
         self.balancers.insert(name, (balancer, upstream.clone()));
     }
@@ -391,6 +399,11 @@ impl Tables {
                 self.config.ssls.remove(id);
             }
         }
+    }
+
+    /// Every upstream's balancer, by name.
+    pub fn balancers(&self) -> impl Iterator<Item = (&String, &Arc<Balancer>)> {
+        self.balancers.iter().map(|(name, (b, _))| (name, b))
     }
 
     /// The upstream (and timeouts, websocket) of a matched route, merged with its service:

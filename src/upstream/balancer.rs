@@ -1,98 +1,367 @@
-//! Smooth weighted round robin (nginx's): a 5:1:1 set gives a a b a c a a, not aaaaabc.
+//! Choosing a node: smooth weighted round robin, consistent hashing, EWMA of latency and
+//! least connections, within the highest priority group of healthy nodes.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::model::Node;
+use super::health::{Checks, Health};
+use crate::model::{BalancerKind, Node, Upstream};
 
-/// Picks nodes of one upstream. Shared across config versions while the nodes stay the same.
+/// EWMA decay: a sample's weight halves roughly every 10 s without new samples (APISIX's
+/// `decay_time`).
+const DECAY: Duration = Duration::from_secs(10);
+/// Points per unit of weight on the consistent-hash ring.
+const POINTS_PER_WEIGHT: u32 = 160;
+
+/// Latency and load of one node, kept across config versions while the node stays.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub in_flight: AtomicU32,
+    ewma: Mutex<Option<(f64, Instant)>>,
+}
+
+impl Stats {
+    /// Adds a latency sample (EWMA with time-based decay).
+    pub fn observe(&self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let now = Instant::now();
+        let mut e = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+        *e = Some(match *e {
+            None => (ms, now),
+            Some((old, at)) => {
+                let w = (-(now.duration_since(at).as_secs_f64()) / DECAY.as_secs_f64()).exp();
+                (old * w + ms * (1.0 - w), now)
+            }
+        });
+    }
+
+    /// The current EWMA in milliseconds; 0 before any sample (new nodes get tried).
+    pub fn ewma_ms(&self) -> f64 {
+        self.ewma
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(0.0, |(v, _)| v)
+    }
+}
+
+/// One node of a balancer, with the state it shares with later versions of the upstream.
+#[derive(Debug)]
+pub struct NodeState {
+    pub node: Node,
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
+}
+
+/// One upstream's live state: its nodes, how to choose among them, its health checks.
 #[derive(Debug)]
 pub struct Balancer {
-    nodes: Vec<Node>,
-    /// Current weights of the smooth round robin, one per node.
+    nodes: Vec<Arc<NodeState>>,
+    kind: BalancerKind,
+    /// Smooth round robin's current weights.
     current: Mutex<Vec<i64>>,
-    total: i64,
+    /// Consistent-hash ring: (point, node index), sorted.
+    ring: Vec<(u64, usize)>,
+    pub checks: Checks,
+    /// Set once an active checker runs for this balancer.
+    checker: std::sync::atomic::AtomicBool,
+}
+
+/// FNV-1a with a final mix: stable across processes and versions.
+pub fn hash64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 impl Balancer {
-    pub fn new(nodes: Vec<Node>) -> Balancer {
-        let total = nodes.iter().map(|n| n.weight as i64).sum();
+    /// A balancer for `upstream`, keeping the stats and health of nodes that were in
+    /// `previous` (same address).
+    pub fn new(upstream: &Upstream, previous: Option<&Balancer>) -> Balancer {
+        let checks = Checks::from_upstream(upstream);
+        let nodes: Vec<Arc<NodeState>> = upstream
+            .nodes
+            .iter()
+            .map(|n| {
+                let old = previous.and_then(|p| {
+                    p.nodes
+                        .iter()
+                        .find(|o| o.node.host == n.host && o.node.port == n.port)
+                });
+                Arc::new(NodeState {
+                    node: n.clone(),
+                    stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
+                    health: old
+                        .map(|o| o.health.clone())
+                        .unwrap_or_else(|| Arc::new(Health::new())),
+                })
+            })
+            .collect();
+        let mut ring = Vec::new();
+        if upstream.kind == BalancerKind::Chash {
+            for (i, n) in nodes.iter().enumerate() {
+                let points = n.node.weight.min(1000) * POINTS_PER_WEIGHT;
+                for p in 0..points {
+                    ring.push((hash64(format!("{}#{p}", n.node.authority()).as_bytes()), i));
+                }
+            }
+            ring.sort_unstable();
+        }
         Balancer {
             current: Mutex::new(vec![0; nodes.len()]),
             nodes,
-            total,
+            kind: upstream.kind,
+            ring,
+            checks,
+            checker: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    pub fn nodes(&self) -> &[Node] {
+    /// True for the one caller that gets to start this balancer's active checker.
+    pub fn claim_checker(&self) -> bool {
+        !self.checker.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn nodes(&self) -> &[Arc<NodeState>] {
         &self.nodes
     }
 
-    /// The next node, skipping those `skip` rejects (nodes already tried); `None` when no node
-    /// with a weight is left.
-    pub fn pick(&self, skip: impl Fn(&Node) -> bool) -> Option<&Node> {
-        if self.total == 0 {
-            return None;
-        }
-        // Only the highest priority group with an eligible node takes traffic.
+    pub fn kind(&self) -> BalancerKind {
+        self.kind
+    }
+
+    /// The node for this request. Unhealthy nodes are left out unless every node is
+    /// unhealthy; nodes `skip` rejects (already tried) are left out; only the highest
+    /// priority group takes traffic. `key` is the consistent-hash key.
+    pub fn pick(&self, key: Option<&str>, skip: impl Fn(&Node) -> bool) -> Option<Arc<NodeState>> {
+        let usable = |n: &NodeState| n.node.weight > 0 && !skip(&n.node);
+        let any_healthy = self
+            .nodes
+            .iter()
+            .any(|n| usable(n) && n.health.is_healthy());
+        let eligible_base = |n: &NodeState| usable(n) && (!any_healthy || n.health.is_healthy());
         let top = self
             .nodes
             .iter()
-            .filter(|n| n.weight > 0 && !skip(n))
-            .map(|n| n.priority)
+            .filter(|n| eligible_base(n))
+            .map(|n| n.node.priority)
             .max()?;
-        let eligible = |n: &Node| n.weight > 0 && n.priority == top && !skip(n);
+        let eligible = |n: &NodeState| eligible_base(n) && n.node.priority == top;
+        let index = match self.kind {
+            BalancerKind::Roundrobin => self.pick_round_robin(&eligible),
+            BalancerKind::LeastConn => self.pick_least_conn(&eligible),
+            BalancerKind::Ewma => self.pick_ewma(&eligible),
+            BalancerKind::Chash => match key {
+                Some(key) => self.pick_chash(key, &eligible),
+                None => self.pick_round_robin(&eligible),
+            },
+        }?;
+        Some(self.nodes[index].clone())
+    }
+
+    fn pick_round_robin(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut best: Option<usize> = None;
         let mut total = 0i64;
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !eligible(node) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !eligible(n) {
                 continue;
             }
-            current[i] += node.weight as i64;
-            total += node.weight as i64;
+            current[i] += n.node.weight as i64;
+            total += n.node.weight as i64;
             if best.is_none_or(|b| current[i] > current[b]) {
                 best = Some(i);
             }
         }
         let best = best?;
         current[best] -= total;
-        Some(&self.nodes[best])
+        Some(best)
+    }
+
+    fn pick_least_conn(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
+        // Fewest in-flight requests per unit of weight; ties go round robin.
+        let score = |n: &NodeState| {
+            (n.stats.in_flight.load(Ordering::Relaxed) as f64 + 1.0) / n.node.weight as f64
+        };
+        let best = self
+            .nodes
+            .iter()
+            .filter(|n| eligible(n))
+            .map(|n| score(n))
+            .fold(f64::INFINITY, f64::min);
+        let tied = |n: &NodeState| eligible(n) && (score(n) - best).abs() < 1e-9;
+        self.pick_round_robin(&tied)
+    }
+
+    fn pick_ewma(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
+        // Power of two choices on latency × load (APISIX's ewma picks the lower of two).
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| eligible(&self.nodes[*i]))
+            .collect();
+        let score = |i: usize| {
+            let n = &self.nodes[i];
+            let load = n.stats.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+            (n.stats.ewma_ms() + 0.001) * load / n.node.weight as f64
+        };
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0]),
+            len => {
+                let a = candidates[rand::random::<usize>() % len];
+                let mut b = candidates[rand::random::<usize>() % len];
+                if a == b {
+                    b = candidates
+                        [(candidates.iter().position(|c| *c == a).unwrap_or(0) + 1) % len];
+                }
+                Some(if score(a) <= score(b) { a } else { b })
+            }
+        }
+    }
+
+    fn pick_chash(&self, key: &str, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let h = hash64(key.as_bytes());
+        let start = self.ring.partition_point(|(p, _)| *p < h);
+        (0..self.ring.len())
+            .map(|i| self.ring[(start + i) % self.ring.len()].1)
+            .find(|i| eligible(&self.nodes[*i]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
 
-    fn node(host: &str, weight: u32, priority: i32) -> Node {
-        Node {
-            host: host.into(),
-            port: 80,
-            weight,
-            priority,
-        }
+    fn upstream(v: serde_json::Value) -> Upstream {
+        Upstream::parse(&v, Some("u")).unwrap()
+    }
+
+    fn pick(b: &Balancer, key: Option<&str>) -> u16 {
+        b.pick(key, |_| false).unwrap().node.port
     }
 
     #[test]
     fn smooth_weighted_order() {
-        let b = Balancer::new(vec![node("a", 5, 0), node("b", 1, 0), node("c", 1, 0)]);
-        let seq: String = (0..7)
-            .map(|_| b.pick(|_| false).unwrap().host.clone())
-            .collect();
-        assert_eq!(seq, "aabacaa");
+        let b = Balancer::new(
+            &upstream(json!({"nodes": [
+            {"host": "127.0.0.1", "port": 1, "weight": 5},
+            {"host": "127.0.0.1", "port": 2, "weight": 1},
+            {"host": "127.0.0.1", "port": 3, "weight": 1}]})),
+            None,
+        );
+        let seq: Vec<u16> = (0..7).map(|_| pick(&b, None)).collect();
+        assert_eq!(seq, [1, 1, 2, 1, 3, 1, 1]);
     }
 
     #[test]
-    fn zero_weight_skip_and_priority() {
-        let b = Balancer::new(vec![node("a", 1, 1), node("b", 1, 0), node("z", 0, 5)]);
-        for _ in 0..5 {
-            assert_eq!(b.pick(|_| false).unwrap().host, "a");
+    fn zero_weight_skip_priority_and_health() {
+        let b = Balancer::new(
+            &upstream(json!({"nodes": [
+            {"host": "127.0.0.1", "port": 1, "weight": 1, "priority": 1},
+            {"host": "127.0.0.1", "port": 2, "weight": 1, "priority": 0},
+            {"host": "127.0.0.1", "port": 3, "weight": 0, "priority": 5}]})),
+            None,
+        );
+        assert!((0..5).all(|_| pick(&b, None) == 1));
+        assert_eq!(b.pick(None, |n| n.port == 1).unwrap().node.port, 2);
+        b.nodes[0].health.force(false);
+        assert!(
+            (0..5).all(|_| pick(&b, None) == 2),
+            "unhealthy nodes get nothing"
+        );
+        b.nodes[1].health.force(false);
+        let all: Vec<u16> = (0..4).map(|_| pick(&b, None)).collect();
+        assert!(
+            all.contains(&1),
+            "all unhealthy: traffic goes to all (by priority)"
+        );
+        assert!(b.pick(None, |n| n.port != 3).is_none());
+    }
+
+    #[test]
+    fn chash_is_stable_and_moves_about_one_nth() {
+        let nodes = |n: u16| {
+            let list: Vec<_> = (1..=n)
+                .map(|p| json!({"host": "10.0.0.1", "port": p, "weight": 1}))
+                .collect();
+            upstream(json!({"type": "chash", "key": "uri", "nodes": list}))
+        };
+        let four = Balancer::new(&nodes(4), None);
+        let five = Balancer::new(&nodes(5), None);
+        let keys: Vec<String> = (0..10_000).map(|i| format!("/k/{i}")).collect();
+        let mut moved = 0;
+        let mut spread: HashMap<u16, usize> = HashMap::new();
+        for k in &keys {
+            let a = pick(&four, Some(k));
+            assert_eq!(a, pick(&four, Some(k)), "stable");
+            *spread.entry(a).or_default() += 1;
+            if a != pick(&five, Some(k)) {
+                moved += 1;
+            }
         }
-        assert_eq!(b.pick(|n| n.host == "a").unwrap().host, "b");
-        assert!(b.pick(|n| n.host != "z").is_none());
-        assert!(Balancer::new(vec![node("z", 0, 0)])
-            .pick(|_| false)
-            .is_none());
-        assert!(Balancer::new(vec![]).pick(|_| false).is_none());
+        // Adding a fifth node moves about 1/5 of the keys, all of them to the new node.
+        assert!((1500..2600).contains(&moved), "moved {moved}");
+        assert!(
+            spread.values().all(|c| (1800..3200).contains(c)),
+            "{spread:?}"
+        );
+        // Weights count: a node of weight 3 takes about three times the keys.
+        let weighted = Balancer::new(
+            &upstream(json!({"type": "chash", "key": "uri", "nodes": [
+            {"host": "10.0.0.1", "port": 1, "weight": 3}, {"host": "10.0.0.1", "port": 2, "weight": 1}]})),
+            None,
+        );
+        let heavy = keys
+            .iter()
+            .filter(|k| pick(&weighted, Some(k)) == 1)
+            .count();
+        assert!((6800..8200).contains(&heavy), "{heavy}");
+    }
+
+    #[test]
+    fn least_conn_and_ewma() {
+        let b = Balancer::new(
+            &upstream(json!({"type": "least_conn", "nodes": {"10.0.0.1:1": 1, "10.0.0.1:2": 1}})),
+            None,
+        );
+        b.nodes[0].stats.in_flight.store(3, Ordering::Relaxed);
+        assert!((0..5).all(|_| pick(&b, None) == 2));
+        let e = Balancer::new(
+            &upstream(json!({"type": "ewma", "nodes": {"10.0.0.1:1": 1, "10.0.0.1:2": 1}})),
+            None,
+        );
+        e.nodes[0].stats.observe(Duration::from_millis(200));
+        e.nodes[1].stats.observe(Duration::from_millis(2));
+        let slow = (0..1000).filter(|_| pick(&e, None) == 1).count();
+        assert!(slow < 50, "the slow node gets little traffic: {slow}");
+    }
+
+    #[test]
+    fn state_survives_for_nodes_that_stay() {
+        let a = Balancer::new(
+            &upstream(json!({"nodes": {"10.0.0.1:1": 1, "10.0.0.1:2": 1}})),
+            None,
+        );
+        a.nodes[0].health.force(false);
+        let b = Balancer::new(
+            &upstream(json!({"nodes": {"10.0.0.1:1": 2, "10.0.0.1:3": 1}})),
+            Some(&a),
+        );
+        assert!(
+            !b.nodes[0].health.is_healthy(),
+            "kept for the node that stayed"
+        );
+        assert!(b.nodes[1].health.is_healthy(), "a new node starts healthy");
     }
 }
