@@ -341,6 +341,21 @@ impl Echo {
     }
 
     pub fn start_on(name: &str, port: u16) -> Echo {
+        Echo::start_full(name, port, Duration::ZERO)
+    }
+
+    /// An echo server that waits `delay` before each answer.
+    pub fn start_slow(name: &str, delay: Duration) -> Echo {
+        Echo::start_full(name, free_port(), delay)
+    }
+
+    /// Stops answering: the port refuses connections and open ones are closed.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    fn start_full(name: &str, port: u16, delay: Duration) -> Echo {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind echo");
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -351,7 +366,7 @@ impl Echo {
                     Ok((sock, _)) => {
                         let name = name2.clone();
                         let stop = stop2.clone();
-                        std::thread::spawn(move || serve(sock, &name, &stop));
+                        std::thread::spawn(move || serve(sock, &name, &stop, delay));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -375,7 +390,7 @@ impl Drop for Echo {
     }
 }
 
-fn serve(sock: TcpStream, name: &str, stop: &AtomicBool) {
+fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(sock.try_clone().expect("clone socket"));
@@ -435,6 +450,10 @@ fn serve(sock: TcpStream, name: &str, stop: &AtomicBool) {
         if chunked {
             body = read_chunked(&mut reader);
         }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(delay);
         if let Some(rest) = path.strip_prefix("/sleep/") {
             let ms: u64 = rest
                 .split(['/', '?'])

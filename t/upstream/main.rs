@@ -1,0 +1,275 @@
+//! Upstream behaviour through the real gateway and real upstream servers that can be slowed,
+//! stopped and restarted.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use harness::gateway::{Echo, Gateway, Reply};
+use harness::{free_port, wait_until};
+
+fn server(r: &Reply) -> String {
+    r.echo()["server"]
+        .as_str()
+        .unwrap_or(&format!("status {}", r.status))
+        .to_string()
+}
+
+fn counts(g: &Gateway, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for _ in 0..n {
+        *c.entry(server(&g.get(path, None))).or_default() += 1;
+    }
+    c
+}
+
+/// The health of `node` in `upstream` as `/status/upstreams` reports it.
+fn healthy(g: &Gateway, upstream: &str, node: &str) -> Option<bool> {
+    let (_, body) = harness::http_get(g.status_port, "/status/upstreams")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v[upstream]["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)
+        .and_then(|n| n["healthy"].as_bool())
+}
+
+#[test]
+fn round_robin_is_smooth_and_weighted() {
+    let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: r, uri: /rr, upstream: {{nodes: {{\"{}\": 5, \"{}\": 1, \"{}\": 1, \"127.0.0.1:1\": 0}}}}}}\n",
+        a.addr(),
+        b.addr(),
+        c.addr()
+    ));
+    let seq: String = (0..14).map(|_| server(&g.get("/rr", None))).collect();
+    assert_eq!(
+        seq, "aabacaaaabacaa",
+        "smooth, not aaaaabc; weight 0 never picked"
+    );
+}
+
+#[test]
+fn chash_is_stable_and_a_new_node_moves_about_one_nth() {
+    let echoes: Vec<Echo> = (0..5).map(|i| Echo::start(&format!("n{i}"))).collect();
+    let nodes = |k: usize| {
+        echoes[..k]
+            .iter()
+            .map(|e| format!("\"{}\": 1", e.addr()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let yaml = |k: usize| {
+        format!(
+            "routes:\n  - {{id: v, uri: /v, upstream: {{type: chash, hash_on: vars, key: arg_user, nodes: {{{}}}}}}}\n  - {{id: h, uri: /h, upstream: {{type: chash, hash_on: header, key: X-User, nodes: {{{}}}}}}}\n",
+            nodes(k),
+            nodes(k)
+        )
+    };
+    let g = Gateway::start(&yaml(4));
+    let users: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+    let before: Vec<String> = users
+        .iter()
+        .map(|u| server(&g.get(&format!("/v?user={u}"), None)))
+        .collect();
+    for (u, s) in users.iter().zip(&before) {
+        assert_eq!(
+            &server(&g.get(&format!("/v?user={u}"), None)),
+            s,
+            "stable for {u}"
+        );
+        let by_header = g.request("GET", "/h", &[("X-User", u)]);
+        assert_eq!(&server(&by_header), s, "header and var keys hash alike");
+    }
+    g.update(&yaml(5));
+    let after: Vec<String> = users
+        .iter()
+        .map(|u| server(&g.get(&format!("/v?user={u}"), None)))
+        .collect();
+    let moved: Vec<&String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(_, a)| a)
+        .collect();
+    assert!(
+        (30..110).contains(&moved.len()),
+        "about 1/5 of 300 keys move: {}",
+        moved.len()
+    );
+    assert!(moved.iter().all(|s| *s == "n4"), "only to the new node");
+}
+
+#[test]
+fn ewma_steers_away_from_a_slow_node() {
+    let fast = Echo::start("fast");
+    let slow = Echo::start_slow("slow", Duration::from_millis(80));
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: e, uri: /e, upstream: {{type: ewma, nodes: {{\"{}\": 1, \"{}\": 1}}}}}}\n",
+        fast.addr(),
+        slow.addr()
+    ));
+    let c = counts(&g, "/e", 80);
+    assert!(c.get("slow").copied().unwrap_or(0) <= 12, "{c:?}");
+    assert!(c.get("fast").copied().unwrap_or(0) >= 68, "{c:?}");
+}
+
+#[test]
+fn least_conn_spreads_long_requests() {
+    let (a, b) = (Echo::start("a"), Echo::start("b"));
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: l, uri: /sleep/*, upstream: {{type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1}}}}}}\n",
+        a.addr(),
+        b.addr()
+    ));
+    let port = g.port;
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(30));
+            std::thread::spawn(move || {
+                let r = harness::gateway::request(
+                    port,
+                    "GET",
+                    &format!("/sleep/{}", 800 - i * 20),
+                    &[],
+                    "",
+                );
+                server(&r)
+            })
+        })
+        .collect();
+    let mut c: HashMap<String, usize> = HashMap::new();
+    for t in threads {
+        *c.entry(t.join().unwrap()).or_default() += 1;
+    }
+    assert_eq!((c.get("a"), c.get("b")), (Some(&3), Some(&3)), "{c:?}");
+}
+
+#[test]
+fn priority_fallback_and_retries_hide_a_dead_node() {
+    let (a, b) = (Echo::start("a"), Echo::start("b"));
+    let dead = free_port();
+    let g = Gateway::start(&format!(
+        r#"routes:
+  - {{id: p, uri: /p, upstream: {{nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1, priority: 10}}, {{host: 127.0.0.1, port: {pa}, weight: 1, priority: 0}}]}}}}
+  - {{id: r, uri: /r, upstream: {{nodes: {{"127.0.0.1:{dead}": 1, "{a}": 1, "{b}": 1}}}}}}
+  - {{id: last, uri: /last, upstream: {{retries: 1, nodes: {{"127.0.0.1:{dead}": 1, "127.0.0.1:{dead2}": 1}}}}}}
+  - {{id: slow, uri: /sleep/*, timeout: {{read: 0.2}}, upstream: {{nodes: {{"{a}": 1, "{b}": 1}}}}}}
+"#,
+        pa = a.port,
+        a = a.addr(),
+        b = b.addr(),
+        dead2 = free_port()
+    ));
+    // The high-priority node is dead: the lower one serves, and the client never sees it.
+    assert!((0..10).all(|_| g.get("/p", None).status == 200));
+    // One dead node of three: zero client-visible errors for GETs.
+    let c = counts(&g, "/r", 60);
+    assert_eq!(
+        c.get("a").copied().unwrap_or(0) + c.get("b").copied().unwrap_or(0),
+        60,
+        "{c:?}"
+    );
+    // After the last try: 502 for refused connections, 504 for timeouts.
+    assert_eq!(g.get("/last", None).status, 502);
+    assert_eq!(g.get("/sleep/1000", None).status, 504);
+}
+
+#[test]
+fn a_node_killed_under_load_is_taken_out_and_put_back() {
+    let a = Echo::start("a");
+    let b = Echo::start("b");
+    let b_port = b.port;
+    let g = Gateway::start(&format!(
+        r#"routes:
+  - {{id: k, uri: /k, upstream_id: u}}
+  - {{id: other, uri: /other, upstream_id: u}}
+upstreams:
+  - id: u
+    nodes: {{"{a}": 1, "{b}": 1}}
+    checks:
+      active:
+        http_path: /health
+        timeout: 0.5
+        healthy: {{interval: 0.2, successes: 2}}
+        unhealthy: {{interval: 0.2, tcp_failures: 2, http_failures: 2}}
+      passive:
+        unhealthy: {{tcp_failures: 1}}
+"#,
+        a = a.addr(),
+        b = b.addr()
+    ));
+    let node_b = format!("127.0.0.1:{b_port}");
+    assert!(wait_until(Duration::from_secs(5), || healthy(
+        &g,
+        "upstreams/u",
+        &node_b
+    ) == Some(true)));
+    let port = g.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = harness::gateway::request(port, "GET", "/k", &[], "");
+                *seen.entry(server(&r)).or_default() += 1;
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    b.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || healthy(
+            &g,
+            "upstreams/u",
+            &node_b
+        ) == Some(false)),
+        "the checks take the dead node out:\n{}",
+        g.log()
+    );
+    // Unrelated config change: the node's health is kept.
+    let text = std::fs::read_to_string(g.yaml_path())
+        .unwrap()
+        .replace("/other", "/other2");
+    g.update(&text);
+    assert_eq!(
+        healthy(&g, "upstreams/u", &node_b),
+        Some(false),
+        "kept across the swap"
+    );
+    let b = Echo::start_on("b", b_port);
+    assert!(
+        wait_until(Duration::from_secs(5), || healthy(
+            &g,
+            "upstreams/u",
+            &node_b
+        ) == Some(true)),
+        "put back once it answers again"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let errors: usize = seen
+        .iter()
+        .filter(|(k, _)| k.starts_with("status"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(errors, 0, "no client-visible error: {seen:?}");
+    assert!(seen.get("b").copied().unwrap_or(0) > 0);
+    drop(b);
+}
+
+#[test]
+fn host_name_nodes_are_resolved() {
+    let a = Echo::start("a");
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: n, uri: /n, upstream: {{nodes: {{\"localhost:{}\": 1}}}}}}\n",
+        a.port
+    ));
+    assert_eq!(server(&g.get("/n", None)), "a");
+}
