@@ -106,15 +106,16 @@ fn chash_is_stable_and_a_new_node_moves_about_one_nth() {
 #[test]
 fn ewma_steers_away_from_a_slow_node() {
     let fast = Echo::start("fast");
-    let slow = Echo::start_slow("slow", Duration::from_millis(80));
+    let slow = Echo::start_slow("slow", Duration::from_millis(150));
     let g = Gateway::start(&format!(
         "routes:\n  - {{id: e, uri: /e, upstream: {{type: ewma, nodes: {{\"{}\": 1, \"{}\": 1}}}}}}\n",
         fast.addr(),
         slow.addr()
     ));
     let c = counts(&g, "/e", 80);
-    assert!(c.get("slow").copied().unwrap_or(0) <= 12, "{c:?}");
-    assert!(c.get("fast").copied().unwrap_or(0) >= 68, "{c:?}");
+    // Round robin would send 40; timing noise on a busy machine can cost a few.
+    assert!(c.get("slow").copied().unwrap_or(0) <= 16, "{c:?}");
+    assert!(c.get("fast").copied().unwrap_or(0) >= 64, "{c:?}");
 }
 
 #[test]
