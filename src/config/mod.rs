@@ -30,6 +30,9 @@ pub struct ProxyConfig {
     /// Seconds to finish in-flight requests on SIGTERM before stopping.
     #[serde(default = "default_shutdown")]
     pub shutdown_timeout: u64,
+    /// CA certificates (PEM file) trusted for upstreams with `tls.verify: true`; the system's
+    /// when unset.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 fn default_threads() -> usize {
@@ -199,6 +202,26 @@ impl GatewayConfig {
                 })?;
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(ca) = &mut config.proxy.upstream_ca {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+            let pem = std::fs::read(&*ca).map_err(|e| {
+                err(format!(
+                    "proxy.upstream_ca: cannot read {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            pingora_core::tls::x509::X509::stack_from_pem(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    err(format!(
+                        "proxy.upstream_ca: {} holds no PEM certificate",
+                        ca.display()
+                    ))
+                })?;
+        }
         if config.config.yaml.is_relative() {
             config.config.yaml = base.join(&config.config.yaml);
         }

@@ -135,7 +135,105 @@ pub struct Upstream {
     pub pass_host: PassHost,
     /// Health checks, kept as given until checks are implemented.
     pub checks: Option<Value>,
+    pub tls: UpstreamTls,
+    pub keepalive_pool: KeepalivePool,
     pub name: Option<String>,
+}
+
+/// `tls` of an upstream: a client certificate for mTLS to the backend, and whether to verify
+/// the backend's certificate (off by default, as in APISIX).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// An ssl object holding the client certificate instead.
+    pub client_cert_id: Option<Id>,
+    pub verify: bool,
+}
+
+/// `keepalive_pool`: idle connections kept to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepalivePool {
+    pub size: u32,
+    pub idle_timeout: Duration,
+    pub requests: u32,
+}
+
+impl Default for KeepalivePool {
+    fn default() -> Self {
+        KeepalivePool {
+            size: 320,
+            idle_timeout: Duration::from_secs(60),
+            requests: 1000,
+        }
+    }
+}
+
+fn parse_tls(o: &Obj<'_>) -> Result<UpstreamTls, String> {
+    let Some(t) = o.object("tls")? else {
+        return Ok(UpstreamTls::default());
+    };
+    let at = |e: String| failed("tls", e);
+    let tls = UpstreamTls {
+        client_cert: t.str("client_cert").map_err(at)?.map(str::to_string),
+        client_key: t.str("client_key").map_err(at)?.map(str::to_string),
+        client_cert_id: t
+            .get("client_cert_id")
+            .map(|v| Id::parse(v).map_err(|e| failed("tls", e)))
+            .transpose()?,
+        verify: t.bool("verify").map_err(at)?.unwrap_or(false),
+    };
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(failed("tls", "client_cert and client_key go together"))
+        }
+        (Some(cert), Some(key)) if tls.client_cert_id.is_none() => {
+            cert_key(cert, key).map_err(|e| failed("tls", e))?;
+        }
+        (Some(_), Some(_)) if tls.client_cert_id.is_some() => {
+            return Err(failed(
+                "tls",
+                "client_cert_id and client_cert are exclusive",
+            ))
+        }
+        _ => {}
+    }
+    Ok(tls)
+}
+
+/// A certificate chain and private key from PEM text, ready for Pingora's TLS client.
+pub fn cert_key(cert: &str, key: &str) -> Result<pingora_core::utils::tls::CertKey, String> {
+    use pingora_core::tls::{pkey::PKey, x509::X509};
+    let certs = X509::stack_from_pem(cert.as_bytes())
+        .map_err(|e| format!("client_cert is not a valid PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("client_cert holds no certificate".into());
+    }
+    let key = PKey::private_key_from_pem(key.as_bytes())
+        .map_err(|e| format!("client_key is not a valid PEM private key: {e}"))?;
+    Ok(pingora_core::utils::tls::CertKey::new(certs, key))
+}
+
+fn parse_pool(o: &Obj<'_>) -> Result<KeepalivePool, String> {
+    let Some(p) = o.object("keepalive_pool")? else {
+        return Ok(KeepalivePool::default());
+    };
+    let d = KeepalivePool::default();
+    let at = |e: String| failed("keepalive_pool", e);
+    let size = p.int("size").map_err(at)?.unwrap_or(d.size as i64);
+    let requests = p.int("requests").map_err(at)?.unwrap_or(d.requests as i64);
+    let idle = p.number("idle_timeout").map_err(at)?.unwrap_or(60.0);
+    if size < 1 || requests < 1 || !(idle >= 0.0 && idle.is_finite()) {
+        return Err(failed(
+            "keepalive_pool",
+            "size and requests must be at least 1, idle_timeout at least 0",
+        ));
+    }
+    Ok(KeepalivePool {
+        size: size.min(u32::MAX as i64) as u32,
+        idle_timeout: Duration::from_secs_f64(idle.min(1.0e6)),
+        requests: requests.min(u32::MAX as i64) as u32,
+    })
 }
 
 /// Splits `host:port`, `[v6]:port`, `host` (default port).
@@ -348,6 +446,8 @@ impl Upstream {
             scheme,
             pass_host,
             checks: o.get("checks").cloned(),
+            tls: parse_tls(&o)?,
+            keepalive_pool: parse_pool(&o)?,
             name: o.str("name")?.map(str::to_string),
         })
     }

@@ -25,14 +25,18 @@ use request::{normalize_path, request_host, RequestVars};
 /// APISIX's default when no timeout is configured.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// CA certificates trusted for upstreams with `tls.verify`.
+pub type TrustedCa = Arc<Box<[pingora_core::tls::x509::X509]>>;
+
 /// The gateway's proxy logic; shared by every request.
 pub struct Gateway {
     store: Arc<Store>,
+    upstream_ca: Option<TrustedCa>,
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>) -> Gateway {
-        Gateway { store }
+    pub fn new(store: Arc<Store>, upstream_ca: Option<TrustedCa>) -> Gateway {
+        Gateway { store, upstream_ca }
     }
 }
 
@@ -199,14 +203,21 @@ impl ProxyHttp for Gateway {
             String::new()
         };
         let mut peer = HttpPeer::new(addr, tls, sni);
-        // APISIX does not verify upstream certificates unless told to.
-        peer.options.verify_cert = false;
-        peer.options.verify_hostname = false;
+        // APISIX does not verify upstream certificates unless `tls.verify` is set.
+        let verify = target.upstream.tls.verify;
+        peer.options.verify_cert = verify;
+        peer.options.verify_hostname = verify;
+        if tls {
+            if verify {
+                peer.options.ca = self.upstream_ca.clone();
+            }
+            peer.client_cert_key = target.balancer.client_cert.clone();
+        }
         let t = target.timeout;
         peer.options.connection_timeout = Some(t.connect.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.write_timeout = Some(t.send.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.read_timeout = Some(t.read.unwrap_or(DEFAULT_TIMEOUT));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(target.upstream.keepalive_pool.idle_timeout);
         ctx.end_try(None, &target.balancer.checks);
         picked.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();

@@ -233,13 +233,43 @@ impl Tables {
                 && u.checks == upstream.checks
                 && u.hash_on == upstream.hash_on
                 && u.key == upstream.key
+                && u.tls == upstream.tls
+                && upstream.tls.client_cert_id.is_none()
         };
         let balancer = match old {
             Some((b, u)) if same(u) => b.clone(),
-            Some((b, _)) => Arc::new(Balancer::new(upstream, Some(b))),
-            None => Arc::new(Balancer::new(upstream, None)),
+            old => {
+                let cert = self.client_cert(&name, upstream);
+                Arc::new(Balancer::with_cert(upstream, old.map(|(b, _)| &**b), cert))
+            }
         };
         self.balancers.insert(name, (balancer, upstream.clone()));
+    }
+
+    /// The client certificate of an upstream: its own PEM, or the ssl object it names.
+    fn client_cert(
+        &self,
+        name: &str,
+        u: &Upstream,
+    ) -> Option<Arc<pingora_core::utils::tls::CertKey>> {
+        let (cert, key) = match (&u.tls.client_cert, &u.tls.client_key, &u.tls.client_cert_id) {
+            (Some(c), Some(k), _) => (c.clone(), k.clone()),
+            (_, _, Some(id)) => match self.config.ssls.get(id) {
+                Some(ssl) => (ssl.item.cert.clone(), ssl.item.key.clone()),
+                None => {
+                    log::error!("{name}: tls.client_cert_id {id}: no such ssl");
+                    return None;
+                }
+            },
+            _ => return None,
+        };
+        match crate::model::cert_key(&cert, &key) {
+            Ok(ck) => Some(Arc::new(ck)),
+            Err(e) => {
+                log::error!("{name}: {e}");
+                None
+            }
+        }
     }
 
     fn file_route(&mut self, loaded: &Loaded<Route>) {

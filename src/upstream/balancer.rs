@@ -63,6 +63,8 @@ pub struct Balancer {
     /// Consistent-hash ring: (point, node index), sorted.
     ring: Vec<(u64, usize)>,
     pub checks: Checks,
+    /// The client certificate presented to TLS backends.
+    pub client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
     /// Set once an active checker runs for this balancer.
     checker: std::sync::atomic::AtomicBool,
 }
@@ -85,6 +87,15 @@ impl Balancer {
     /// A balancer for `upstream`, keeping the stats and health of nodes that were in
     /// `previous` (same address).
     pub fn new(upstream: &Upstream, previous: Option<&Balancer>) -> Balancer {
+        Balancer::with_cert(upstream, previous, None)
+    }
+
+    /// Like [`Balancer::new`], presenting `client_cert` to TLS backends.
+    pub fn with_cert(
+        upstream: &Upstream,
+        previous: Option<&Balancer>,
+        client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
+    ) -> Balancer {
         let checks = Checks::from_upstream(upstream);
         let nodes: Vec<Arc<NodeState>> = upstream
             .nodes
@@ -120,6 +131,7 @@ impl Balancer {
             kind: upstream.kind,
             ring,
             checks,
+            client_cert,
             checker: std::sync::atomic::AtomicBool::new(false),
         }
     }

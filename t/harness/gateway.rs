@@ -50,6 +50,21 @@ impl Gateway {
         Gateway::spawn_with(apisix_yaml, extra, false)
     }
 
+    /// Like [`Gateway::start`] with `upstream_ca` trusted for upstreams.
+    pub fn start_with_upstream_ca(apisix_yaml: &str, ca: &std::path::Path) -> Gateway {
+        let g = Gateway::spawn_with(
+            apisix_yaml,
+            &format!("__proxy__  upstream_ca: \"{}\"\n", ca.display()),
+            false,
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || g.ready()),
+            "gateway not ready:\n{}",
+            g.log()
+        );
+        g
+    }
+
     /// Starts the gateway on etcd (`endpoints`, prefix `/apisix`) without waiting; `extra`
     /// goes under `etcd:` in config.yaml.
     pub fn spawn_etcd(endpoints: &[String], extra: &str) -> Gateway {
@@ -91,8 +106,12 @@ impl Gateway {
             None => format!("[\"127.0.0.1:{port}\"]"),
         };
         std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
+        let (proxy_extra, extra) = match extra.strip_prefix("__proxy__") {
+            Some(p) => (p, ""),
+            None => ("", extra),
+        };
         let config = format!(
-            "proxy:\n  listen: {listen}\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
+            "proxy:\n  listen: {listen}\n  threads: 2\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
         );
         Gateway::launch(dir, port, status_port, v6_port, &config)
     }

@@ -274,3 +274,100 @@ fn host_name_nodes_are_resolved() {
     ));
     assert_eq!(server(&g.get("/n", None)), "a");
 }
+
+/// `openssl s_server -www` on a free port: a real TLS backend answering `GET /`.
+struct TlsServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl TlsServer {
+    fn start(certs: &harness::Certs, require_client_cert: bool) -> TlsServer {
+        let port = free_port();
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(certs.path("server.pem"))
+            .arg("-key")
+            .arg(certs.path("server.key"));
+        if require_client_cert {
+            cmd.arg("-Verify")
+                .arg("1")
+                .arg("-CAfile")
+                .arg(certs.path("ca.pem"));
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        TlsServer { port, child }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_upstreams_with_and_without_verification_and_client_certificates() {
+    let certs = harness::Certs::generate();
+    let plain = TlsServer::start(&certs, false);
+    let mtls = TlsServer::start(&certs, true);
+    let pem =
+        |f: &str| serde_json::to_string(&std::fs::read_to_string(certs.path(f)).unwrap()).unwrap();
+    let yaml = format!(
+        r#"routes:
+  - {{id: plain, uri: /, host: plain.test, upstream: {{scheme: https, nodes: {{"127.0.0.1:{p}": 1}}}}}}
+  - {{id: verify, uri: /, host: verify.test, upstream: {{scheme: https, pass_host: rewrite, upstream_host: localhost, tls: {{verify: true}}, nodes: {{"127.0.0.1:{p}": 1}}}}}}
+  - {{id: wrongname, uri: /, host: wrongname.test, upstream: {{scheme: https, pass_host: rewrite, upstream_host: other.test, tls: {{verify: true}}, nodes: {{"127.0.0.1:{p}": 1}}}}}}
+  - {{id: mtls, uri: /, host: mtls.test, upstream: {{scheme: https, tls: {{client_cert: {cert}, client_key: {key}}}, nodes: {{"127.0.0.1:{m}": 1}}}}}}
+  - {{id: byid, uri: /, host: byid.test, upstream: {{scheme: https, tls: {{client_cert_id: c1}}, nodes: {{"127.0.0.1:{m}": 1}}}}}}
+  - {{id: nocert, uri: /, host: nocert.test, upstream: {{scheme: https, nodes: {{"127.0.0.1:{m}": 1}}}}}}
+ssls:
+  - {{id: c1, type: client, cert: {cert}, key: {key}}}
+"#,
+        p = plain.port,
+        m = mtls.port,
+        cert = pem("client.pem"),
+        key = pem("client.key"),
+    );
+    let g = Gateway::start_with_upstream_ca(&yaml, &certs.path("ca.pem"));
+    let status = |host: &str| g.get("/", Some(host)).status;
+    assert_eq!(status("plain.test"), 200, "{}", g.log());
+    assert_eq!(
+        status("verify.test"),
+        200,
+        "verified against the configured CA:\n{}",
+        g.log()
+    );
+    assert_eq!(
+        status("wrongname.test"),
+        502,
+        "a name the certificate does not carry"
+    );
+    assert_eq!(
+        status("mtls.test"),
+        200,
+        "client certificate from the upstream:\n{}",
+        g.log()
+    );
+    assert_eq!(
+        status("byid.test"),
+        200,
+        "client certificate from an ssl object"
+    );
+    assert_eq!(
+        status("nocert.test"),
+        502,
+        "the backend wants a client certificate"
+    );
+}
