@@ -2,7 +2,7 @@
 
 pub mod request;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ impl ProxyHttp for Gateway {
                 http_error(502, format!("{}: no available node", target.upstream_name))
             })?;
         let node = picked.node.clone();
-        let addr = resolve(&node).await.map_err(|why| {
+        let addr = picked.address().await.map_err(|why| {
             log::error!(
                 "route {}: {} node {}: {why}",
                 entry.route.id,
@@ -509,16 +509,4 @@ fn node_host_header(node: &Node, tls: bool) -> String {
     } else {
         format!("{host}:{}", node.port)
     }
-}
-
-/// A node's socket address; names are resolved without blocking.
-async fn resolve(node: &Node) -> std::result::Result<SocketAddr, String> {
-    if let Ok(ip) = node.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, node.port));
-    }
-    tokio::net::lookup_host((node.host.as_str(), node.port))
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", node.host))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", node.host))
 }

@@ -45,12 +45,54 @@ impl Stats {
     }
 }
 
+/// How long a resolved host name is used before it is looked up again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
 /// One node of a balancer, with the state it shares with later versions of the upstream.
 #[derive(Debug)]
 pub struct NodeState {
     pub node: Node,
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
+    /// The last addresses a host-name node resolved to, and when.
+    resolved: Arc<Mutex<Option<(std::net::SocketAddr, Instant)>>>,
+}
+
+impl NodeState {
+    /// The node's address. Names are resolved with the system resolver (without blocking) and
+    /// again every 30 s; a failed lookup keeps the last address and says so.
+    pub async fn address(&self) -> Result<std::net::SocketAddr, String> {
+        if let Ok(ip) = self.node.host.parse::<std::net::IpAddr>() {
+            return Ok(std::net::SocketAddr::new(ip, self.node.port));
+        }
+        let cached = *self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, at)) = cached {
+            if at.elapsed() < RESOLVE_EVERY {
+                return Ok(addr);
+            }
+        }
+        let looked_up = tokio::net::lookup_host((self.node.host.as_str(), self.node.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", self.node.host))
+            .and_then(|mut a| {
+                a.next()
+                    .ok_or_else(|| format!("{} resolves to no address", self.node.host))
+            });
+        let mut slot = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        match (looked_up, cached) {
+            (Ok(addr), _) => {
+                *slot = Some((addr, Instant::now()));
+                Ok(addr)
+            }
+            (Err(e), Some((addr, _))) => {
+                log::warn!("{e}; keeping its last address {addr}");
+                // Try again later, not on every request.
+                *slot = Some((addr, Instant::now()));
+                Ok(addr)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
 }
 
 /// One upstream's live state: its nodes, how to choose among them, its health checks.
@@ -108,6 +150,7 @@ impl Balancer {
                 });
                 Arc::new(NodeState {
                     node: n.clone(),
+                    resolved: old.map(|o| o.resolved.clone()).unwrap_or_default(),
                     stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
                     health: old
                         .map(|o| o.health.clone())
