@@ -39,11 +39,12 @@ fn healthy(g: &Gateway, upstream: &str, node: &str) -> Option<bool> {
 #[test]
 fn round_robin_is_smooth_and_weighted() {
     let (a, b, c) = (Echo::start("a"), Echo::start("b"), Echo::start("c"));
+    // The array form keeps the node order (the map form is ordered by address).
     let g = Gateway::start(&format!(
-        "routes:\n  - {{id: r, uri: /rr, upstream: {{nodes: {{\"{}\": 5, \"{}\": 1, \"{}\": 1, \"127.0.0.1:1\": 0}}}}}}\n",
-        a.addr(),
-        b.addr(),
-        c.addr()
+        "routes:\n  - {{id: r, uri: /rr, upstream: {{nodes: [{{host: 127.0.0.1, port: {}, weight: 5}}, {{host: 127.0.0.1, port: {}, weight: 1}}, {{host: 127.0.0.1, port: {}, weight: 1}}, {{host: 127.0.0.1, port: 1, weight: 0}}]}}}}\n",
+        a.port,
+        b.port,
+        c.port
     ));
     let seq: String = (0..14).map(|_| server(&g.get("/rr", None))).collect();
     assert_eq!(
