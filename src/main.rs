@@ -137,6 +137,9 @@ fn main() -> ExitCode {
         threads: config.proxy.threads,
         grace_period_seconds: Some(0),
         work_stealing: false,
+        // APISIX's default keepalive_pool.size, per worker thread (Pingora's pool is shared by
+        // all upstreams).
+        upstream_keepalive_pool_size: 320,
         graceful_shutdown_timeout_seconds: Some(config.proxy.shutdown_timeout),
         ..ServerConf::default()
     };
