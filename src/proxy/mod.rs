@@ -102,19 +102,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let tables = self.store.load();
         let ip = client_ip(session);
-        let port = server_port(session);
         let req = session.req_header();
-        let raw_path = req.uri.path();
-        let path = normalize_path(raw_path);
+        let path = normalize_path(req.uri.path());
         let host = request_host(req);
-        let vars = RequestVars {
-            req,
-            path: &path,
-            host: host.as_deref(),
-            client_ip: ip,
-            server_port: port,
-            scheme: "http",
-        };
+        let vars = request_vars(session, &path, host.as_deref(), ip);
         let found = tables.router.find(&Request {
             host: host.as_deref(),
             path: &path,
@@ -450,19 +441,29 @@ impl Ctx {
     }
 }
 
+/// The APISIX variables of a downstream request.
+fn request_vars<'a>(
+    session: &'a Session,
+    path: &'a str,
+    host: Option<&'a str>,
+    ip: Option<IpAddr>,
+) -> RequestVars<'a> {
+    RequestVars {
+        req: session.req_header(),
+        path,
+        host,
+        client_ip: ip,
+        server_port: server_port(session),
+        scheme: "http",
+    }
+}
+
 /// The consistent-hash key of a request, from the upstream's `hash_on` and `key`.
 fn hash_key(session: &Session, upstream: &Upstream, ip: Option<IpAddr>) -> Option<String> {
     let req = session.req_header();
     let path = normalize_path(req.uri.path());
     let host = request_host(req);
-    let vars = RequestVars {
-        req,
-        path: &path,
-        host: host.as_deref(),
-        client_ip: ip,
-        server_port: server_port(session),
-        scheme: "http",
-    };
+    let vars = request_vars(session, &path, host.as_deref(), ip);
     let key = upstream.key.as_deref().unwrap_or("remote_addr");
     let var = |name: &str| {
         vars.var(name.trim_start_matches('$'))
