@@ -28,15 +28,51 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// CA certificates trusted for upstreams with `tls.verify`.
 pub type TrustedCa = Arc<Box<[pingora_core::tls::x509::X509]>>;
 
+/// An upstream connection: its socket and when it was established (sockets get reused).
+type ConnKey = (i32, std::time::SystemTime);
+
+/// Requests sent on each pooled upstream connection, for `keepalive_pool.requests`.
+#[derive(Default)]
+struct ConnUses(std::sync::Mutex<std::collections::HashMap<ConnKey, u32>>);
+
+/// Entries kept at most; connections that closed on their own are forgotten past this.
+const CONN_USES_MAX: usize = 65_536;
+
+impl ConnUses {
+    /// Counts one more request on `key`; true when it is the connection's last.
+    fn last_use(&self, key: ConnKey, reused: bool, limit: u32) -> bool {
+        let mut uses = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if uses.len() >= CONN_USES_MAX {
+            uses.clear();
+        }
+        let n = uses.entry(key).or_insert(0);
+        if !reused {
+            *n = 0;
+        }
+        *n += 1;
+        if *n >= limit {
+            uses.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The gateway's proxy logic; shared by every request.
 pub struct Gateway {
     store: Arc<Store>,
     upstream_ca: Option<TrustedCa>,
+    conn_uses: ConnUses,
 }
 
 impl Gateway {
     pub fn new(store: Arc<Store>, upstream_ca: Option<TrustedCa>) -> Gateway {
-        Gateway { store, upstream_ca }
+        Gateway {
+            store,
+            upstream_ca,
+            conn_uses: ConnUses::default(),
+        }
     }
 }
 
@@ -51,6 +87,8 @@ pub struct Ctx {
     current: Option<(Arc<NodeState>, Instant)>,
     /// When the first try started (`retry_timeout`).
     first_try: Option<Instant>,
+    /// This request is the last on its upstream connection (`keepalive_pool.requests`).
+    close_upstream: bool,
     client_ip: Option<IpAddr>,
     /// The original Host header, for `pass_host: pass` and X-Forwarded-Host.
     host_header: Option<String>,
@@ -271,6 +309,10 @@ impl ProxyHttp for Gateway {
         up.insert_header("X-Forwarded-Proto", proto)?;
         up.insert_header("X-Forwarded-Host", fwd_host)?;
         up.insert_header("X-Forwarded-Port", fwd_port)?;
+        if ctx.close_upstream {
+            // Not pooled again: the connection served its `keepalive_pool.requests`.
+            up.insert_header(http::header::CONNECTION, "close")?;
+        }
         if !target.websocket && up.headers.contains_key(http::header::UPGRADE) {
             up.remove_header(&http::header::UPGRADE);
             up.remove_header(&http::header::CONNECTION);
@@ -338,6 +380,30 @@ impl ProxyHttp for Gateway {
             }
         }
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(tables), Some(entry)) = (&ctx.tables, &ctx.route) else {
+            return Ok(());
+        };
+        let Ok(target) = tables.target(entry) else {
+            return Ok(());
+        };
+        let established = digest
+            .and_then(|d| d.timing_digest.first().cloned().flatten())
+            .map(|t| t.established_ts)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let limit = target.upstream.keepalive_pool.requests;
+        ctx.close_upstream = self.conn_uses.last_use((fd, established), reused, limit);
+        Ok(())
     }
 
     async fn upstream_response_filter(

@@ -356,7 +356,7 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(name: &str) -> Echo {
-        Echo::start_on(name, free_port())
+        Echo::start_slow(name, Duration::ZERO)
     }
 
     pub fn start_on(name: &str, port: u16) -> Echo {
@@ -365,7 +365,13 @@ impl Echo {
 
     /// An echo server that waits `delay` before each answer.
     pub fn start_slow(name: &str, delay: Duration) -> Echo {
-        Echo::start_full(name, free_port(), delay)
+        // A port can be taken between choosing and binding it: choose again.
+        for _ in 0..20 {
+            if let Some(echo) = Echo::try_start(name, free_port(), delay) {
+                return echo;
+            }
+        }
+        panic!("no free port for an echo server")
     }
 
     /// Stops answering: the port refuses connections and open ones are closed.
@@ -375,7 +381,11 @@ impl Echo {
     }
 
     fn start_full(name: &str, port: u16, delay: Duration) -> Echo {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind echo");
+        Echo::try_start(name, port, delay).expect("bind echo")
+    }
+
+    fn try_start(name: &str, port: u16, delay: Duration) -> Option<Echo> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, name2) = (stop.clone(), name.to_string());
@@ -391,11 +401,11 @@ impl Echo {
                 }
             }
         });
-        Echo {
+        Some(Echo {
             port,
             name: name.to_string(),
             stop,
-        }
+        })
     }
 
     pub fn addr(&self) -> String {
@@ -410,6 +420,7 @@ impl Drop for Echo {
 }
 
 fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
+    let client_port = sock.peer_addr().map(|a| a.port()).unwrap_or(0);
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(sock.try_clone().expect("clone socket"));
@@ -483,6 +494,7 @@ fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
         }
         let reply = serde_json::json!({
             "server": name,
+            "client_port": client_port,
             "method": method,
             "path": path,
             "headers": headers,

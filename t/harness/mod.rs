@@ -42,18 +42,39 @@ impl Drop for TempDir {
 }
 
 /// A loopback port nobody in this process was given before and that is free right now.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up), so that an outgoing
+/// connection cannot take a port between the moment it is chosen and the moment a server
+/// binds it.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free port")
-            .port();
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if given.get_or_insert_with(HashSet::new).insert(port) {
+        if given.get_or_insert_with(HashSet::new).contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.get_or_insert_with(HashSet::new).insert(port);
             return port;
         }
     }
+}
+
+/// A random number without a crate: the process id, the time and a counter, mixed.
+fn rand_u32() -> u32 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t
+        ^ (std::process::id() as u64).rotate_left(32)
+        ^ N.fetch_add(0x9e37_79b9, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x as u32
 }
 
 /// Polls `check` until it holds or `limit` passes.

@@ -372,3 +372,30 @@ ssls:
         "the backend wants a client certificate"
     );
 }
+
+#[test]
+fn keepalive_pool_requests_per_connection() {
+    let a = Echo::start("a");
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: k, uri: /k, upstream: {{keepalive_pool: {{requests: 3, idle_timeout: 30, size: 10}}, nodes: {{\"{}\": 1}}}}}}\n  - {{id: d, uri: /d, upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+        a.addr(),
+        a.addr()
+    ));
+    let ports = |path: &str| {
+        (0..9)
+            .map(|_| {
+                g.get(path, None).echo()["client_port"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    // A connection goes back to the pool just after the client has its answer, so the next
+    // request sometimes opens another one: count at least, not exactly.
+    assert!(
+        ports("/k") >= 3,
+        "a new upstream connection every 3 requests"
+    );
+    assert!(ports("/d") <= 2, "by default pooled connections are reused");
+}
