@@ -399,3 +399,41 @@ fn keepalive_pool_requests_per_connection() {
     );
     assert!(ports("/d") <= 2, "by default pooled connections are reused");
 }
+
+#[test]
+fn retry_timeout_and_all_nodes_unhealthy() {
+    let a = Echo::start("a");
+    let dead = free_port();
+    let g = Gateway::start(&format!(
+        r#"routes:
+  - {{id: quick, uri: /quick, upstream: {{retry_timeout: 0.000001, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 100}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
+  - {{id: patient, uri: /patient, upstream: {{nodes: [{{host: 127.0.0.1, port: {dead}, weight: 100}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
+  - {{id: all, uri: /all, upstream: {{checks: {{passive: {{unhealthy: {{tcp_failures: 1, http_statuses: [500]}}}}}}, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
+"#,
+        pa = a.port
+    ));
+    // The dead node is tried first; past retry_timeout there is no second try.
+    assert_eq!(g.get("/quick", None).status, 502);
+    assert_eq!(g.get("/patient", None).status, 200);
+    // The dead node turns unhealthy on its first failure; the live one keeps serving.
+    for _ in 0..4 {
+        assert_eq!(g.get("/all", None).status, 200);
+    }
+    let node = format!("127.0.0.1:{dead}");
+    assert_eq!(healthy(&g, "routes/all (inline)", &node), Some(false));
+    // Now the live node goes too: with every node unhealthy, traffic goes to all of them.
+    a.stop();
+    for _ in 0..4 {
+        g.get("/all", None);
+    }
+    assert_eq!(
+        healthy(&g, "routes/all (inline)", &format!("127.0.0.1:{}", a.port)),
+        Some(false)
+    );
+    let back = Echo::start_on("a", a.port);
+    assert!(
+        (0..6).any(|_| g.get("/all", None).status == 200),
+        "all nodes unhealthy: they are all tried, and the one that is back answers"
+    );
+    drop(back);
+}
