@@ -445,7 +445,15 @@ impl Upstream {
             timeout: Timeout::parse(&o)?,
             scheme,
             pass_host,
-            checks: o.get("checks").cloned(),
+            checks: match o.object("checks")? {
+                Some(c) if c.has("passive") && !c.has("active") => {
+                    return Err(failed(
+                        "checks",
+                        "passive checks need active checks too (nothing else brings a node back)",
+                    ))
+                }
+                _ => o.get("checks").cloned(),
+            },
             tls: parse_tls(&o)?,
             keepalive_pool: parse_pool(&o)?,
             name: o.str("name")?.map(str::to_string),

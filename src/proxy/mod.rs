@@ -206,17 +206,22 @@ impl ProxyHttp for Gateway {
                 http_error(502, format!("{}: no available node", target.upstream_name))
             })?;
         let node = picked.node.clone();
-        let addr = picked.address().await.map_err(|why| {
-            log::error!(
-                "route {}: {} node {}: {why}",
-                entry.route.id,
-                target.upstream_name,
-                node.authority()
-            );
-            let mut e = Error::explain(ErrorType::ConnectNoRoute, why);
-            e.set_retry(true);
-            e
-        })?;
+        let addr = match picked.address().await {
+            Ok(a) => a,
+            Err(why) => {
+                log::error!(
+                    "route {}: {} node {}: {why}",
+                    entry.route.id,
+                    target.upstream_name,
+                    node.authority()
+                );
+                ctx.first_try.get_or_insert_with(Instant::now);
+                ctx.tried.push(node);
+                let mut e = Error::explain(ErrorType::ConnectNoRoute, why);
+                e.set_retry(ctx.may_retry(target.upstream));
+                return Err(e);
+            }
+        };
         let tls = target.upstream.scheme.is_tls();
         let sni = if tls {
             match &target.upstream.pass_host {
@@ -359,25 +364,30 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {}", peer._address));
         e.retry.decide_reuse(client_reused);
+        let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) else {
+            return e;
+        };
+        let Ok(target) = tables.target(&entry) else {
+            return e;
+        };
+        // A client that went away says nothing about the node, and is not worth a retry.
+        if *e.esource() != ErrorSource::Upstream {
+            ctx.end_try(None, &target.balancer.checks);
+            return e;
+        }
         let outcome = match e.etype() {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
             _ => Outcome::TcpFailure,
         };
-        if let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) {
-            if let Ok(target) = tables.target(&entry) {
-                ctx.end_try(Some(outcome), &target.balancer.checks);
-                // Nothing reached the client yet and the request can be sent again.
-                let replayable = matches!(
-                    session.req_header().method.as_str(),
-                    "GET" | "HEAD" | "OPTIONS"
-                ) || session.is_body_empty();
-                if session.response_written().is_none()
-                    && replayable
-                    && ctx.may_retry(target.upstream)
-                {
-                    e.set_retry(true);
-                }
-            }
+        ctx.end_try(Some(outcome), &target.balancer.checks);
+        // Sent again only when nothing reached the client and the method is safe to repeat
+        // (a stale pooled connection is retried by Pingora's own decision above).
+        let safe = matches!(
+            session.req_header().method.as_str(),
+            "GET" | "HEAD" | "OPTIONS"
+        );
+        if session.response_written().is_none() && safe && ctx.may_retry(target.upstream) {
+            e.set_retry(true);
         }
         e
     }

@@ -76,7 +76,24 @@ impl Mirror {
     fn put(&mut self, key: &str, kind: Kind, id: &str, item: Item) -> Option<Change> {
         let parsed = serde_json::from_str::<Value>(&item.value)
             .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| Resource::parse(kind, &v, Some(id)));
+            .and_then(|mut v| {
+                // The key names the resource, whatever id the value carries (as in APISIX).
+                if let Value::Object(map) = &mut v {
+                    match kind {
+                        Kind::Consumer => {
+                            map.insert("username".into(), Value::String(id.to_string()));
+                        }
+                        Kind::Credential => {
+                            let own = id.split_once('/').map_or(id, |(_, c)| c);
+                            map.insert("id".into(), Value::String(own.to_string()));
+                        }
+                        _ => {
+                            map.insert("id".into(), Value::String(id.to_string()));
+                        }
+                    }
+                }
+                Resource::parse(kind, &v, Some(id))
+            });
         let seq = item.create_revision.max(0) as u64;
         self.items.insert(key.to_string(), item);
         match parsed {

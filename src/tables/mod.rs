@@ -319,9 +319,15 @@ impl Tables {
 
     fn put_route(&mut self, loaded: Loaded<Route>, previous: Option<&Tables>) {
         let id = loaded.item.id.clone();
+        let name = inline_name("routes", &id);
+        // The inline upstream's live state (health, position) outlives an edit of the route.
+        let old_inline = self.balancers.get(name.as_str()).cloned();
         self.remove_route(&id);
         if let Some(u) = &loaded.item.upstream {
-            self.keep_balancer(inline_name("routes", &id), &Arc::new(u.clone()), previous);
+            if let Some(old) = old_inline {
+                self.balancers.insert(name.clone(), old);
+            }
+            self.keep_balancer(name, &Arc::new(u.clone()), previous);
         }
         if let Some(service) = &loaded.item.service_id {
             self.link_service(service, &id, true);
@@ -386,7 +392,25 @@ impl Tables {
                     self.config.upstreams.insert(id, Loaded { seq, item: u });
                 }
             }
+            Resource::Ssl(ssl) => {
+                let id = ssl.id.clone();
+                self.config.insert(seq, Resource::Ssl(ssl));
+                self.refresh_client_certs(&id);
+            }
             other => self.config.insert(seq, other),
+        }
+    }
+
+    /// Rebuilds the balancers whose client certificate comes from ssl `id`.
+    fn refresh_client_certs(&mut self, id: &Id) {
+        let users: Vec<(String, Arc<Upstream>)> = self
+            .balancers
+            .iter()
+            .filter(|(_, (_, u))| u.tls.client_cert_id.as_ref() == Some(id))
+            .map(|(name, (_, u))| (name.clone(), u.clone()))
+            .collect();
+        for (name, upstream) in users {
+            self.keep_balancer(name, &upstream, None);
         }
     }
 
@@ -427,6 +451,7 @@ impl Tables {
             Kind::Consumer | Kind::Credential => {}
             Kind::Ssl => {
                 self.config.ssls.remove(id);
+                self.refresh_client_certs(id);
             }
         }
     }
@@ -670,6 +695,36 @@ mod tests {
             None,
         );
         assert!(!Arc::ptr_eq(t3.target(&entry).unwrap().balancer, &b0));
+
+        // Editing a route keeps its inline upstream's live state.
+        let inline = t3.apply(
+            vec![put(
+                7,
+                Kind::Route,
+                json!({"id": "i", "uri": "/i", "upstream": {"nodes": {"127.0.0.1:3": 1}}}),
+            )],
+            None,
+        );
+        let ie = inline
+            .entries
+            .get(&Id::parse_str("i").unwrap())
+            .unwrap()
+            .clone();
+        let ib = inline.target(&ie).unwrap().balancer.clone();
+        let edited = inline.apply(
+            vec![put(
+                8,
+                Kind::Route,
+                json!({"id": "i", "uri": "/i2", "upstream": {"nodes": {"127.0.0.1:3": 1}}}),
+            )],
+            None,
+        );
+        let ee = edited
+            .entries
+            .get(&Id::parse_str("i").unwrap())
+            .unwrap()
+            .clone();
+        assert!(Arc::ptr_eq(edited.target(&ee).unwrap().balancer, &ib));
 
         // Deletes.
         let t4 = t3.apply(

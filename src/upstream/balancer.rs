@@ -152,7 +152,9 @@ impl Balancer {
                     node: n.clone(),
                     resolved: old.map(|o| o.resolved.clone()).unwrap_or_default(),
                     stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
+                    // Without active checks nothing would ever bring a node back: start afresh.
                     health: old
+                        .filter(|_| checks.active.is_some())
                         .map(|o| o.health.clone())
                         .unwrap_or_else(|| Arc::new(Health::new())),
                 })
@@ -210,23 +212,23 @@ impl Balancer {
             .max()?;
         let eligible = |n: &NodeState| eligible_base(n) && n.node.priority == top;
         let index = match self.kind {
-            BalancerKind::Roundrobin => self.pick_round_robin(&eligible),
+            BalancerKind::Roundrobin => self.pick_round_robin(&|i| eligible(&self.nodes[i])),
             BalancerKind::LeastConn => self.pick_least_conn(&eligible),
             BalancerKind::Ewma => self.pick_ewma(&eligible),
             BalancerKind::Chash => match key {
                 Some(key) => self.pick_chash(key, &eligible),
-                None => self.pick_round_robin(&eligible),
+                None => self.pick_round_robin(&|i| eligible(&self.nodes[i])),
             },
         }?;
         Some(self.nodes[index].clone())
     }
 
-    fn pick_round_robin(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
+    fn pick_round_robin(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut best: Option<usize> = None;
         let mut total = 0i64;
         for (i, n) in self.nodes.iter().enumerate() {
-            if !eligible(n) {
+            if !eligible(i) {
                 continue;
             }
             current[i] += n.node.weight as i64;
@@ -241,18 +243,25 @@ impl Balancer {
     }
 
     fn pick_least_conn(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
-        // Fewest in-flight requests per unit of weight; ties go round robin.
-        let score = |n: &NodeState| {
-            (n.stats.in_flight.load(Ordering::Relaxed) as f64 + 1.0) / n.node.weight as f64
-        };
-        let best = self
+        // Fewest in-flight requests per unit of weight, read once (other requests change the
+        // counters meanwhile); ties go round robin.
+        let scores: Vec<Option<f64>> = self
             .nodes
             .iter()
-            .filter(|n| eligible(n))
-            .map(|n| score(n))
+            .map(|n| {
+                eligible(n).then(|| {
+                    (n.stats.in_flight.load(Ordering::Relaxed) as f64 + 1.0) / n.node.weight as f64
+                })
+            })
+            .collect();
+        let best = scores
+            .iter()
+            .flatten()
+            .copied()
             .fold(f64::INFINITY, f64::min);
-        let tied = |n: &NodeState| eligible(n) && (score(n) - best).abs() < 1e-9;
-        self.pick_round_robin(&tied)
+        let first_best = scores.iter().position(|s| s.is_some_and(|s| s == best))?;
+        let is_tied = |i: usize| scores[i].is_some_and(|s| s == best);
+        self.pick_round_robin(&is_tied).or(Some(first_best))
     }
 
     fn pick_ewma(&self, eligible: &dyn Fn(&NodeState) -> bool) -> Option<usize> {
@@ -409,8 +418,9 @@ mod tests {
             None,
         );
         a.nodes[0].health.force(false);
+        let checked = json!({"active": {}});
         let b = Balancer::new(
-            &upstream(json!({"nodes": {"10.0.0.1:1": 2, "10.0.0.1:3": 1}})),
+            &upstream(json!({"nodes": {"10.0.0.1:1": 2, "10.0.0.1:3": 1}, "checks": checked})),
             Some(&a),
         );
         assert!(
@@ -418,5 +428,8 @@ mod tests {
             "kept for the node that stayed"
         );
         assert!(b.nodes[1].health.is_healthy(), "a new node starts healthy");
+        // Without active checks nothing would bring it back: it starts afresh.
+        let c = Balancer::new(&upstream(json!({"nodes": {"10.0.0.1:1": 2}})), Some(&b));
+        assert!(c.nodes[0].health.is_healthy());
     }
 }

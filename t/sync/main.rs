@@ -422,3 +422,22 @@ fn random_puts_and_deletes_end_in_etcds_state() {
     eprintln!("converged {:?} after the last write", started.elapsed());
     let _ = TempDir::new("unused");
 }
+
+#[test]
+fn the_key_names_the_resource_whatever_id_the_value_carries() {
+    let etcd = EtcdMember::start();
+    let a = Echo::start("a");
+    etcd.etcdctl(&["put", "/apisix/upstreams/1", &upstream("1", &a)]);
+    etcd.etcdctl(&["put", "/apisix/routes/k1", &route("other", "/k1", "1")]);
+    etcd.etcdctl(&["put", "/apisix/routes/k2", &route("other", "/k2", "1")]);
+    let g = start(&[etcd.url()]);
+    assert_eq!(g.get("/k1", None).status, 200);
+    assert_eq!(g.get("/k2", None).status, 200);
+    etcd.etcdctl(&["del", "/apisix/routes/k1"]);
+    until_status(&g, "/k1", 404);
+    assert_eq!(
+        g.get("/k2", None).status,
+        200,
+        "deleting one key leaves the other"
+    );
+}

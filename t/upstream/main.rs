@@ -408,7 +408,7 @@ fn retry_timeout_and_all_nodes_unhealthy() {
         r#"routes:
   - {{id: quick, uri: /quick, upstream: {{retry_timeout: 0.000001, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 100}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
   - {{id: patient, uri: /patient, upstream: {{nodes: [{{host: 127.0.0.1, port: {dead}, weight: 100}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
-  - {{id: all, uri: /all, upstream: {{checks: {{passive: {{unhealthy: {{tcp_failures: 1, http_statuses: [500]}}}}}}, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
+  - {{id: all, uri: /all, upstream: {{checks: {{active: {{healthy: {{interval: 300}}, unhealthy: {{interval: 300}}}}, passive: {{unhealthy: {{tcp_failures: 1, http_statuses: [500]}}}}}}, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1}}, {{host: 127.0.0.1, port: {pa}, weight: 1}}]}}}}
 "#,
         pa = a.port
     ));
