@@ -5,6 +5,7 @@
 pub mod config;
 pub mod etcd;
 pub mod model;
+pub mod net;
 pub mod proxy;
 pub mod router;
 pub mod status;

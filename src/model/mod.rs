@@ -14,7 +14,7 @@ mod upstream;
 pub use id::Id;
 pub use plugins::{is_known_plugin, Plugins};
 pub use resources::{Consumer, Credential, GlobalRule, PluginConfig, Service, Ssl};
-pub use route::{Cidr, Methods, Route};
+pub use route::{Methods, Route};
 pub use upstream::{
     cert_key, BalancerKind, KeepalivePool, Node, PassHost, Scheme, Timeout, Upstream, UpstreamTls,
 };

@@ -1,62 +1,13 @@
 //! Routes: what a request must look like, and where it goes.
 
-use std::net::IpAddr;
-
 use serde_json::Value;
 
 use super::fields::{failed, Obj};
 use super::id::Id;
 use super::plugins::Plugins;
 use super::upstream::{Timeout, Upstream};
+use crate::net::Cidr;
 use crate::router::vars::Vars;
-
-/// An IPv4 or IPv6 network (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("invalid IP address {s:?}"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = match bits {
-            None => max,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= max)
-                .ok_or_else(|| format!("invalid prefix length in {s:?}"))?,
-        };
-        Ok(Cidr { addr, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // An IPv4-mapped IPv6 client address matches IPv4 networks.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - self.bits as u32).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - self.bits as u32).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 /// A set of HTTP methods; empty means any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -222,22 +173,6 @@ impl Route {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn cidrs() {
-        let net = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(net.contains("10.1.2.3".parse().unwrap()));
-        assert!(!net.contains("11.0.0.1".parse().unwrap()));
-        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains("2001:db8:1::1".parse().unwrap()));
-        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("1.2.3.4/33").is_err());
-        assert!(Cidr::parse("nope").is_err());
-    }
 
     #[test]
     fn parses_apisix_routes() {
