@@ -17,7 +17,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::model::{BalancerKind, Node, PassHost, Upstream};
 use crate::router::vars::VarLookup;
 use crate::router::{Request, RouteEntry};
-use crate::tables::{Store, Tables};
+use crate::tables::{Store, Target};
 use crate::upstream::health::{Checks, Outcome};
 use crate::upstream::NodeState;
 use request::{normalize_path, request_host, RequestVars};
@@ -79,8 +79,9 @@ impl Gateway {
 /// Per-request state.
 #[derive(Default)]
 pub struct Ctx {
-    tables: Option<Arc<Tables>>,
     route: Option<Arc<RouteEntry>>,
+    /// The route's upstream, resolved once in `request_filter` and used by every try.
+    target: Option<Arc<Target>>,
     /// Nodes tried so far, for retries and logs.
     tried: Vec<Node>,
     /// The node of the try under way, and when it started (latency, load, passive checks).
@@ -155,16 +156,19 @@ impl ProxyHttp for Gateway {
             respond_json(session, 404, "404 Route Not Found").await?;
             return Ok(true);
         };
-        if let Err(why) = tables.target(&entry) {
-            log::error!("{}", why.message);
-            let text = match why.status {
-                404 => "404 Route Not Found".to_string(),
-                503 => "503 Service Unavailable".to_string(),
-                s => format!("{s} Bad Gateway"),
-            };
-            respond_json(session, why.status, &text).await?;
-            return Ok(true);
-        }
+        let target = match tables.target(&entry) {
+            Ok(t) => t,
+            Err(why) => {
+                log::error!("{}", why.message);
+                let text = match why.status {
+                    404 => "404 Route Not Found".to_string(),
+                    503 => "503 Service Unavailable".to_string(),
+                    s => format!("{s} Bad Gateway"),
+                };
+                respond_json(session, why.status, &text).await?;
+                return Ok(true);
+            }
+        };
         ctx.host_header = req
             .headers
             .get(http::header::HOST)
@@ -172,19 +176,16 @@ impl ProxyHttp for Gateway {
             .map(str::to_string);
         ctx.client_ip = ip;
         ctx.route = Some(entry);
-        ctx.tables = Some(tables);
+        ctx.target = Some(Arc::new(target));
         Ok(false)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) else {
+        let (Some(target), Some(entry)) = (ctx.target.clone(), ctx.route.clone()) else {
             return Err(http_error(500, "no route in context".into()));
         };
-        let target = tables
-            .target(&entry)
-            .map_err(|u| http_error(u.status, u.message))?;
         let key = match target.balancer.kind() {
-            BalancerKind::Chash => hash_key(session, target.upstream, ctx.client_ip),
+            BalancerKind::Chash => hash_key(session, &target.upstream, ctx.client_ip),
             _ => None,
         };
         let tried = &ctx.tried;
@@ -218,7 +219,7 @@ impl ProxyHttp for Gateway {
                 ctx.first_try.get_or_insert_with(Instant::now);
                 ctx.tried.push(node);
                 let mut e = Error::explain(ErrorType::ConnectNoRoute, why);
-                e.set_retry(ctx.may_retry(target.upstream));
+                e.set_retry(ctx.may_retry(&target.upstream));
                 return Err(e);
             }
         };
@@ -267,12 +268,9 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(tables), Some(entry)) = (ctx.tables.as_ref(), ctx.route.as_ref()) else {
+        let Some(target) = ctx.target.clone() else {
             return Ok(());
         };
-        let target = tables
-            .target(entry)
-            .map_err(|u| http_error(u.status, u.message))?;
         match &target.upstream.pass_host {
             PassHost::Pass => {}
             PassHost::Node => {
@@ -337,18 +335,16 @@ impl ProxyHttp for Gateway {
         } else {
             Outcome::TcpFailure
         };
-        if let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) {
-            if let Ok(target) = tables.target(&entry) {
-                log::error!(
-                    "route {}: {} node {}: connect failed: {e}",
-                    entry.route.id,
-                    target.upstream_name,
-                    peer._address
-                );
-                ctx.end_try(Some(outcome), &target.balancer.checks);
-                if ctx.may_retry(target.upstream) {
-                    e.set_retry(true);
-                }
+        if let (Some(target), Some(entry)) = (ctx.target.clone(), ctx.route.clone()) {
+            log::error!(
+                "route {}: {} node {}: connect failed: {e}",
+                entry.route.id,
+                target.upstream_name,
+                peer._address
+            );
+            ctx.end_try(Some(outcome), &target.balancer.checks);
+            if ctx.may_retry(&target.upstream) {
+                e.set_retry(true);
             }
         }
         e
@@ -364,10 +360,7 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {}", peer._address));
         e.retry.decide_reuse(client_reused);
-        let (Some(tables), Some(entry)) = (ctx.tables.clone(), ctx.route.clone()) else {
-            return e;
-        };
-        let Ok(target) = tables.target(&entry) else {
+        let Some(target) = ctx.target.clone() else {
             return e;
         };
         // A client that went away says nothing about the node, and is not worth a retry.
@@ -386,7 +379,7 @@ impl ProxyHttp for Gateway {
             session.req_header().method.as_str(),
             "GET" | "HEAD" | "OPTIONS"
         );
-        if session.response_written().is_none() && safe && ctx.may_retry(target.upstream) {
+        if session.response_written().is_none() && safe && ctx.may_retry(&target.upstream) {
             e.set_retry(true);
         }
         e
@@ -401,10 +394,7 @@ impl ProxyHttp for Gateway {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(tables), Some(entry)) = (&ctx.tables, &ctx.route) else {
-            return Ok(());
-        };
-        let Ok(target) = tables.target(entry) else {
+        let Some(target) = &ctx.target else {
             return Ok(());
         };
         let established = digest
@@ -422,21 +412,17 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some((node, started)), Some(tables), Some(entry)) =
-            (&ctx.current, &ctx.tables, &ctx.route)
-        {
+        if let (Some((node, started)), Some(target)) = (&ctx.current, &ctx.target) {
             node.stats.observe(started.elapsed());
-            if let Ok(target) = tables.target(entry) {
-                if let Some(t) = &target.balancer.checks.passive {
-                    let status = resp.status.as_u16();
-                    if let Some(healthy) = node.health.record(Outcome::Status(status), t) {
-                        log::warn!(
-                            "{}: node {} is now {} (passive check: HTTP {status})",
-                            target.upstream_name,
-                            node.node.authority(),
-                            if healthy { "healthy" } else { "unhealthy" }
-                        );
-                    }
+            if let Some(t) = &target.balancer.checks.passive {
+                let status = resp.status.as_u16();
+                if let Some(healthy) = node.health.record(Outcome::Status(status), t) {
+                    log::warn!(
+                        "{}: node {} is now {} (passive check: HTTP {status})",
+                        target.upstream_name,
+                        node.node.authority(),
+                        if healthy { "healthy" } else { "unhealthy" }
+                    );
                 }
             }
         }

@@ -113,13 +113,13 @@ pub enum Change {
     Delete { kind: Kind, id: String },
 }
 
-/// Where a matched request goes.
+/// Where a matched request goes; resolved once per request and kept for all its tries.
 #[derive(Debug)]
-pub struct Target<'a> {
-    pub upstream: &'a Upstream,
-    pub balancer: &'a Arc<Balancer>,
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    pub balancer: Arc<Balancer>,
     /// How the upstream is named in logs: `upstreams/1`, `routes/7 (inline)`, …
-    pub upstream_name: &'a str,
+    pub upstream_name: String,
     pub timeout: Timeout,
     pub websocket: bool,
 }
@@ -463,7 +463,7 @@ impl Tables {
 
     /// The upstream (and timeouts, websocket) of a matched route, merged with its service:
     /// the route's own fields win.
-    pub fn target(&self, entry: &RouteEntry) -> Result<Target<'_>, Unroutable> {
+    pub fn target(&self, entry: &RouteEntry) -> Result<Target, Unroutable> {
         let route = &entry.route;
         let service = match &route.service_id {
             None => None,
@@ -498,7 +498,7 @@ impl Tables {
         } else {
             String::new()
         };
-        let Some((name, (balancer, upstream))) = self.balancers.get_key_value(name.as_str()) else {
+        let Some((balancer, upstream)) = self.balancers.get(name.as_str()) else {
             return Err(Unroutable {
                 status: 502,
                 message: if name.is_empty() {
@@ -509,8 +509,8 @@ impl Tables {
             });
         };
         Ok(Target {
-            upstream,
-            balancer,
+            upstream: upstream.clone(),
+            balancer: balancer.clone(),
             upstream_name: name,
             timeout: route.timeout.unwrap_or_default().or(upstream.timeout),
             websocket: route
@@ -656,7 +656,7 @@ mod tests {
             .get(&Id::parse_str("r").unwrap())
             .unwrap()
             .clone();
-        let b0 = t0.target(&entry).unwrap().balancer.clone();
+        let b0 = t0.target(&entry).unwrap().balancer;
 
         // The service's hosts change: its route is filed again; the old version is unchanged.
         let t1 = t0.apply(
@@ -685,7 +685,7 @@ mod tests {
             .get(&Id::parse_str("r").unwrap())
             .unwrap()
             .clone();
-        assert!(Arc::ptr_eq(t2.target(&entry).unwrap().balancer, &b0));
+        assert!(Arc::ptr_eq(&t2.target(&entry).unwrap().balancer, &b0));
         let t3 = t2.apply(
             vec![put(
                 6,
@@ -694,7 +694,7 @@ mod tests {
             )],
             None,
         );
-        assert!(!Arc::ptr_eq(t3.target(&entry).unwrap().balancer, &b0));
+        assert!(!Arc::ptr_eq(&t3.target(&entry).unwrap().balancer, &b0));
 
         // Editing a route keeps its inline upstream's live state.
         let inline = t3.apply(
@@ -710,7 +710,7 @@ mod tests {
             .get(&Id::parse_str("i").unwrap())
             .unwrap()
             .clone();
-        let ib = inline.target(&ie).unwrap().balancer.clone();
+        let ib = inline.target(&ie).unwrap().balancer;
         let edited = inline.apply(
             vec![put(
                 8,
@@ -724,7 +724,7 @@ mod tests {
             .get(&Id::parse_str("i").unwrap())
             .unwrap()
             .clone();
-        assert!(Arc::ptr_eq(edited.target(&ee).unwrap().balancer, &ib));
+        assert!(Arc::ptr_eq(&edited.target(&ee).unwrap().balancer, &ib));
 
         // Deletes.
         let t4 = t3.apply(
