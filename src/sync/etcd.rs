@@ -264,10 +264,8 @@ impl EtcdSync {
             .await?;
         self.contact(None);
         let mut changes = Vec::new();
-        let rejected_before;
         {
             let mut m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
-            rejected_before = m.rejected.len();
             if snapshot.revision < m.revision {
                 log::warn!(
                     "etcd revision went back from {} to {}: etcd was reset; taking its content as it is",
@@ -309,7 +307,6 @@ impl EtcdSync {
             changes.len()
         );
         self.publish(changes, true);
-        let _ = rejected_before;
         self.status.set("last_error", json!(null));
         Ok(())
     }
@@ -329,13 +326,13 @@ impl EtcdSync {
             let Some((kind, id)) = classify(&self.prefix, &e.kv.key) else {
                 continue;
             };
-            let had = m.rejected.contains_key(&e.kv.key);
+            // The rejected list changes when this key was or becomes rejected.
+            rejected_changed |= m.rejected.contains_key(&e.kv.key);
             match e.kind {
                 EventKind::Put => changes.extend(m.put(&e.kv.key, kind, &id, item_of(&e.kv))),
                 EventKind::Delete => changes.extend(m.delete(&e.kv.key, kind, &id)),
             }
-            rejected_changed |=
-                had != m.rejected.contains_key(&e.kv.key) || m.rejected.contains_key(&e.kv.key);
+            rejected_changed |= m.rejected.contains_key(&e.kv.key);
         }
         rejected_changed
     }

@@ -63,7 +63,7 @@ fn reload_good_bad_and_partly_bad_files() {
 
 #[test]
 fn ready_only_once_a_config_is_loaded() {
-    let g = Gateway::spawn("routes: [", "");
+    let g = Gateway::spawn("routes: [");
     assert!(wait_until(Duration::from_secs(10), || g.status_port_answers(&g)));
     assert!(
         !g.ready(),

@@ -25,44 +25,32 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on `apisix_yaml` and waits until it is ready.
     pub fn start(apisix_yaml: &str) -> Gateway {
-        let g = Gateway::spawn(apisix_yaml, "");
-        assert!(
-            wait_until(Duration::from_secs(20), || g.ready()),
-            "gateway not ready:\n{}",
-            g.log()
-        );
-        g
+        Gateway::spawn_with(apisix_yaml, "", false).ready_or_panic()
     }
 
     /// Like [`Gateway::start`], listening on `[::1]` too.
     pub fn start_v6(apisix_yaml: &str) -> Gateway {
-        let g = Gateway::spawn_with(apisix_yaml, "", true);
-        assert!(
-            wait_until(Duration::from_secs(20), || g.ready()),
-            "gateway not ready:\n{}",
-            g.log()
-        );
-        g
-    }
-
-    /// Starts the gateway without waiting; `extra` is appended to config.yaml.
-    pub fn spawn(apisix_yaml: &str, extra: &str) -> Gateway {
-        Gateway::spawn_with(apisix_yaml, extra, false)
+        Gateway::spawn_with(apisix_yaml, "", true).ready_or_panic()
     }
 
     /// Like [`Gateway::start`] with `upstream_ca` trusted for upstreams.
     pub fn start_with_upstream_ca(apisix_yaml: &str, ca: &std::path::Path) -> Gateway {
-        let g = Gateway::spawn_with(
-            apisix_yaml,
-            &format!("__proxy__  upstream_ca: \"{}\"\n", ca.display()),
-            false,
-        );
+        let proxy_extra = format!("  upstream_ca: \"{}\"\n", ca.display());
+        Gateway::spawn_with(apisix_yaml, &proxy_extra, false).ready_or_panic()
+    }
+
+    /// Starts the gateway without waiting.
+    pub fn spawn(apisix_yaml: &str) -> Gateway {
+        Gateway::spawn_with(apisix_yaml, "", false)
+    }
+
+    fn ready_or_panic(self) -> Gateway {
         assert!(
-            wait_until(Duration::from_secs(20), || g.ready()),
+            wait_until(Duration::from_secs(20), || self.ready()),
             "gateway not ready:\n{}",
-            g.log()
+            self.log()
         );
-        g
+        self
     }
 
     /// Starts the gateway on etcd (`endpoints`, prefix `/apisix`) without waiting; `extra`
@@ -96,7 +84,8 @@ impl Gateway {
         std::mem::replace(&mut self.dir, dir)
     }
 
-    fn spawn_with(apisix_yaml: &str, extra: &str, v6: bool) -> Gateway {
+    /// `proxy_extra` goes under `proxy:` in config.yaml.
+    fn spawn_with(apisix_yaml: &str, proxy_extra: &str, v6: bool) -> Gateway {
         let dir = TempDir::new("gateway");
         let port = free_port();
         let status_port = free_port();
@@ -106,12 +95,8 @@ impl Gateway {
             None => format!("[\"127.0.0.1:{port}\"]"),
         };
         std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
-        let (proxy_extra, extra) = match extra.strip_prefix("__proxy__") {
-            Some(p) => (p, ""),
-            None => ("", extra),
-        };
         let config = format!(
-            "proxy:\n  listen: {listen}\n  threads: 2\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{extra}"
+            "proxy:\n  listen: {listen}\n  threads: 2\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n"
         );
         Gateway::launch(dir, port, status_port, v6_port, &config)
     }
