@@ -169,24 +169,24 @@ impl Tables {
             published_at: Some(SystemTime::now()),
             ..Tables::default()
         };
-        let mut puts: Vec<Change> = Vec::new();
-        // Services and upstreams first, so routes find them (order does not matter for
-        // correctness, only for work).
-        for s in config.services.values() {
-            puts.push(Change::Put {
-                seq: s.seq,
-                resource: Box::new(Resource::Service((*s.item).clone())),
-            });
-        }
+        // Everything but routes as it is; then the balancers; then routes in load order, so
+        // that each finds its service's hosts.
         tables.config = ConfigSet {
             routes: ShardedMap::default(),
-            services: ShardedMap::default(),
             ..config.clone()
         };
         for (id, u) in config.upstreams.iter() {
             tables.keep_balancer(format!("upstreams/{id}"), &u.item, Some(previous));
         }
-        tables.apply_all(puts, Some(previous));
+        for (id, s) in config.services.iter() {
+            if let Some(u) = &s.item.upstream {
+                tables.keep_balancer(
+                    inline_name("services", id),
+                    &Arc::new(u.clone()),
+                    Some(previous),
+                );
+            }
+        }
         let mut routes: Vec<&Loaded<Route>> = config.routes.values().collect();
         routes.sort_by_key(|r| r.seq);
         for r in routes {
