@@ -16,23 +16,9 @@ cargo build --release --bin portico >/dev/null
 
 dir=$(mktemp -d)
 trap 'kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$dir"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. examples/bench_common.sh
 UP=$(port); NGX=$(port); PTC=$(port); STATUS=$(port)
 
-cat > "$dir/upstream.conf" <<CONF
-worker_processes 1;
-pid $dir/upstream.pid;
-error_log $dir/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP reuseport;
-    keepalive_requests 1000000;
-    location / { return 200 "hello world\n"; }
-  }
-}
-CONF
 cat > "$dir/proxy.conf" <<CONF
 worker_processes 1;
 pid $dir/proxy.pid;
@@ -74,7 +60,7 @@ routes:
         "127.0.0.1:$UP": 1
 CONF
 
-nginx -c "$dir/upstream.conf" -e "$dir/upstream.err"
+nginx_upstream upstream "$UP"
 nginx -c "$dir/proxy.conf" -e "$dir/proxy.err"
 RUST_LOG=warn ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
 echo $! > "$dir/portico.pid"

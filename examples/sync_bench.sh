@@ -13,17 +13,10 @@ cargo build --release --bin portico --example sync_bench >/dev/null
 BENCH=./target/release/examples/sync_bench
 dir=$(mktemp -d)
 trap 'kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$dir"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. examples/bench_common.sh
 UP=$(port)
 
-cat > "$dir/upstream.conf" <<CONF
-worker_processes 1;
-pid $dir/upstream.pid;
-error_log $dir/upstream.err warn;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 "hello\n"; } } }
-CONF
-nginx -c "$dir/upstream.conf" -e "$dir/upstream.err"
+nginx_upstream upstream "$UP"
 
 start_etcd() {
   ETCD_C=$(port); ETCD_P=$(port)

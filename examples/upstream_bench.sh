@@ -12,22 +12,11 @@ done
 cargo build --release --bin portico >/dev/null
 dir=$(mktemp -d)
 trap 'for p in "$dir"/*.pid; do kill "$(cat "$p")" 2>/dev/null || true; done; sleep 0.5; rm -rf "$dir"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. examples/bench_common.sh
 DURATION=${DURATION:-10s}
 
-upstream() { # name port
-  cat > "$dir/$1.conf" <<CONF
-worker_processes 1;
-pid $dir/$1.pid;
-error_log $dir/$1.err warn;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$2; keepalive_requests 1000000;
-  location / { return 200 "hello from $1\n"; } } }
-CONF
-  nginx -c "$dir/$1.conf" -e "$dir/$1.err"
-}
 U1=$(port); U2=$(port); U3=$(port); PTC=$(port); STATUS=$(port)
-upstream u1 "$U1"; upstream u2 "$U2"; upstream u3 "$U3"
+nginx_upstream u1 "$U1"; nginx_upstream u2 "$U2"; nginx_upstream u3 "$U3"
 NODES="\"127.0.0.1:$U1\": 1, \"127.0.0.1:$U2\": 1, \"127.0.0.1:$U3\": 1"
 CHECKS='checks: {active: {http_path: /, timeout: 0.5, healthy: {interval: 0.5, successes: 2}, unhealthy: {interval: 0.5, tcp_failures: 2}}, passive: {unhealthy: {tcp_failures: 1}}}'
 cat > "$dir/config.yaml" <<CONF
@@ -60,6 +49,6 @@ for b in roundrobin chash ewma least_conn; do
 done
 
 echo "== wrk -t1 -c50 -d30s on /kill; node u2 stopped at 10 s, started again at 20 s"
-( sleep 10; nginx -c "$dir/u2.conf" -s stop; sleep 10; upstream u2 "$U2" ) &
+( sleep 10; nginx -c "$dir/u2.conf" -s stop; sleep 10; nginx_upstream u2 "$U2" ) &
 wrk -t1 -c50 -d30s "http://127.0.0.1:$PTC/kill" | grep -E "Requests/sec|requests in|Non-2xx|Socket errors" || true
 wait
