@@ -385,7 +385,7 @@ fn keepalive_pool_requests_per_connection() {
         (0..9)
             .map(|_| {
                 // Give the gateway a moment to put the connection back in its pool.
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(150));
                 g.get(path, None).echo()["client_port"]
                     .as_u64()
                     .unwrap_or(0)
