@@ -137,9 +137,9 @@ fn main() -> ExitCode {
         threads: config.proxy.threads,
         grace_period_seconds: Some(0),
         work_stealing: false,
-        // APISIX's default keepalive_pool.size, per worker thread (Pingora's pool is shared by
-        // all upstreams).
-        upstream_keepalive_pool_size: 320,
+        // Idle upstream connections of all peers together; each peer's own limit is its
+        // upstream's keepalive_pool.size (upstream/keepalive.rs).
+        upstream_keepalive_pool_size: 4096,
         graceful_shutdown_timeout_seconds: Some(config.proxy.shutdown_timeout),
         ..ServerConf::default()
     };

@@ -19,6 +19,7 @@ use crate::router::vars::VarLookup;
 use crate::router::{Request, RouteEntry};
 use crate::tables::{Store, Target};
 use crate::upstream::health::{Checks, Outcome};
+use crate::upstream::keepalive::{Lease, Pools};
 use crate::upstream::NodeState;
 use request::{normalize_path, request_host, RequestVars};
 
@@ -28,42 +29,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// CA certificates trusted for upstreams with `tls.verify`.
 pub type TrustedCa = Arc<Box<[pingora_core::tls::x509::X509]>>;
 
-/// An upstream connection: its socket and when it was established (sockets get reused).
-type ConnKey = (i32, std::time::SystemTime);
-
-/// Requests sent on each pooled upstream connection, for `keepalive_pool.requests`.
-#[derive(Default)]
-struct ConnUses(std::sync::Mutex<std::collections::HashMap<ConnKey, u32>>);
-
-/// Entries kept at most; connections that closed on their own are forgotten past this.
-const CONN_USES_MAX: usize = 65_536;
-
-impl ConnUses {
-    /// Counts one more request on `key`; true when it is the connection's last.
-    fn last_use(&self, key: ConnKey, reused: bool, limit: u32) -> bool {
-        let mut uses = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if uses.len() >= CONN_USES_MAX {
-            uses.clear();
-        }
-        let n = uses.entry(key).or_insert(0);
-        if !reused {
-            *n = 0;
-        }
-        *n += 1;
-        if *n >= limit {
-            uses.remove(&key);
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The gateway's proxy logic; shared by every request.
 pub struct Gateway {
     store: Arc<Store>,
     upstream_ca: Option<TrustedCa>,
-    conn_uses: ConnUses,
+    pools: Pools,
 }
 
 impl Gateway {
@@ -71,7 +41,7 @@ impl Gateway {
         Gateway {
             store,
             upstream_ca,
-            conn_uses: ConnUses::default(),
+            pools: Pools::default(),
         }
     }
 }
@@ -88,8 +58,13 @@ pub struct Ctx {
     current: Option<(Arc<NodeState>, Instant)>,
     /// When the first try started (`retry_timeout`).
     first_try: Option<Instant>,
-    /// This request is the last on its upstream connection (`keepalive_pool.requests`).
+    /// The try's place in its peer's connection pool (`keepalive_pool.size`).
+    lease: Option<Lease>,
+    /// This request is the last on its upstream connection (`keepalive_pool.requests`, or
+    /// `size` reached).
     close_upstream: bool,
+    /// The upstream's answer ends its connection.
+    upstream_closes: bool,
     client_ip: Option<IpAddr>,
     /// The original Host header, for `pass_host: pass` and X-Forwarded-Host.
     host_header: Option<String>,
@@ -252,7 +227,11 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(t.connect.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.write_timeout = Some(t.send.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.read_timeout = Some(t.read.unwrap_or(DEFAULT_TIMEOUT));
-        peer.options.idle_timeout = Some(target.upstream.keepalive_pool.idle_timeout);
+        // Replacing a previous try's lease gives its place back.
+        ctx.lease = Some(
+            self.pools
+                .checkout(&mut peer, &target.upstream.keepalive_pool),
+        );
         ctx.end_try(None, &target.balancer.checks);
         picked.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -401,8 +380,14 @@ impl ProxyHttp for Gateway {
             .and_then(|d| d.timing_digest.first().cloned().flatten())
             .map(|t| t.established_ts)
             .unwrap_or(std::time::UNIX_EPOCH);
+        let conn = (fd, established);
         let limit = target.upstream.keepalive_pool.requests;
-        ctx.close_upstream = self.conn_uses.last_use((fd, established), reused, limit);
+        let last = self.pools.last_use(conn, reused, limit);
+        let over = ctx
+            .lease
+            .as_mut()
+            .is_some_and(|l| l.connected(conn, reused));
+        ctx.close_upstream = last || over;
         Ok(())
     }
 
@@ -412,6 +397,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_closes = closes_connection(resp);
         if let (Some((node, started)), Some(target)) = (&ctx.current, &ctx.target) {
             node.stats.observe(started.elapsed());
             if let Some(t) = &target.balancer.checks.passive {
@@ -429,9 +415,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some((node, _)) = ctx.current.take() {
             node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(mut lease) = ctx.lease.take() {
+            lease.reusable = e.is_none() && !ctx.close_upstream && !ctx.upstream_closes;
         }
     }
 
@@ -557,6 +546,23 @@ fn hash_key(session: &Session, upstream: &Upstream, ip: Option<IpAddr>) -> Optio
         }
         _ => var(key),
     }
+}
+
+/// Whether an upstream answer ends its connection, as Pingora decides: `Connection: close`,
+/// HTTP/1.0 without `keep-alive`, or a protocol switch.
+fn closes_connection(resp: &ResponseHeader) -> bool {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return true;
+    }
+    let has = |token: &str| {
+        resp.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has("close") || (resp.version == http::Version::HTTP_10 && !has("keep-alive"))
 }
 
 /// `host[:port]` for `pass_host: node`, without the scheme's default port.

@@ -4,5 +4,6 @@
 mod balancer;
 pub mod checker;
 pub mod health;
+pub mod keepalive;
 
 pub use balancer::{hash64, Balancer, NodeState, Stats};

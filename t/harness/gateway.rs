@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -337,6 +337,7 @@ pub struct Echo {
     pub port: u16,
     pub name: String,
     stop: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Echo {
@@ -373,14 +374,20 @@ impl Echo {
         let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, name2) = (stop.clone(), name.to_string());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (stop2, name2, open2) = (stop.clone(), name.to_string(), open.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((sock, _)) => {
                         let name = name2.clone();
                         let stop = stop2.clone();
-                        std::thread::spawn(move || serve(sock, &name, &stop, delay));
+                        let open = open2.clone();
+                        open.fetch_add(1, Ordering::SeqCst);
+                        std::thread::spawn(move || {
+                            serve(sock, &name, &stop, delay);
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -390,7 +397,13 @@ impl Echo {
             port,
             name: name.to_string(),
             stop,
+            open,
         })
+    }
+
+    /// Connections open to this server now (it closes one after 30 s without a request).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn addr(&self) -> String {
@@ -407,7 +420,7 @@ impl Drop for Echo {
 fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
     let client_port = sock.peer_addr().map(|a| a.port()).unwrap_or(0);
     let _ = sock.set_nonblocking(false);
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(sock.try_clone().expect("clone socket"));
     let mut out = sock;
     while !stop.load(Ordering::Relaxed) {

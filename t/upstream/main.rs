@@ -403,6 +403,46 @@ fn keepalive_pool_requests_per_connection() {
 }
 
 #[test]
+fn keepalive_pool_size_per_peer() {
+    let a = Echo::start("a");
+    let b = Echo::start("b");
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: small, uri: /sleep/*, host: small, upstream: {{keepalive_pool: {{size: 2, idle_timeout: 30}}, nodes: {{\"{}\": 1}}}}}}\n  - {{id: big, uri: /sleep/*, host: big, upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+        a.addr(),
+        b.addr()
+    ));
+    // Eight requests at once need eight connections to each node.
+    let burst = |host: &str| {
+        std::thread::scope(|s| {
+            let replies: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| g.get("/sleep/400", Some(host)).status))
+                .collect();
+            for r in replies {
+                assert_eq!(r.join().ok(), Some(200));
+            }
+        })
+    };
+    burst("small");
+    burst("big");
+    assert_eq!(a.open_connections(), 8);
+    // Past the spare connections' grace, `size` stay open; the default (320) keeps all.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(a.open_connections(), 2, "keepalive_pool.size is 2");
+    assert_eq!(b.open_connections(), 8, "the default size keeps all eight");
+    // The two kept connections serve what follows, and no other is opened.
+    let ports: std::collections::BTreeSet<_> = (0..6)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            g.get("/sleep/0", Some("small")).echo()["client_port"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(ports.len() <= 2, "pooled connections reused: {ports:?}");
+    assert_eq!(a.open_connections(), 2);
+}
+
+#[test]
 fn retry_timeout_and_all_nodes_unhealthy() {
     let a = Echo::start("a");
     let dead = free_port();

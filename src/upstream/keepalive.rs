@@ -1,0 +1,368 @@
+//! `keepalive_pool` at run time: how many idle connections each peer keeps (`size`) and how
+//! many requests one connection serves (`requests`).
+//!
+//! Pingora keeps idle upstream connections in one pool for all peers, with no per-peer limit
+//! and no way to close a pooled connection from outside. So `size` is kept by deciding, when a
+//! request is sent, how its connection will go back to the pool:
+//!
+//! - at most `size` connections per peer are *kept*: they go back with the upstream's
+//!   `idle_timeout`;
+//! - the others are *spare*: they go back with [`SPARE_IDLE`], long enough to be picked up
+//!   again under load (no connection churn when concurrency exceeds `size`), short enough that
+//!   a quiet peer is back to `size` idle connections a moment later. This is nginx's
+//!   `keepalive` limit, with the excess closed after a short grace instead of at once.
+//!
+//! Open connections are counted exactly through Pingora's connection tracer, so a kept
+//! connection that the server (or Pingora's global pool) closed while idle frees its place.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use pingora_core::prelude::HttpPeer;
+use pingora_core::upstreams::peer::{Peer, Tracer, Tracing};
+
+use crate::model::KeepalivePool;
+
+/// How long a spare connection waits in the pool for another request.
+pub const SPARE_IDLE: Duration = Duration::from_secs(1);
+
+/// An upstream connection: its socket and when it was established (socket numbers get reused).
+pub type ConnKey = (i32, SystemTime);
+
+/// The connections of every peer, grouped as Pingora pools them (by `reuse_hash`).
+#[derive(Default)]
+pub struct Pools {
+    groups: RwLock<HashMap<u64, Arc<Group>>>,
+    /// Requests sent on each connection, for `keepalive_pool.requests`.
+    uses: Mutex<HashMap<ConnKey, u32>>,
+}
+
+/// Connection-use entries kept at most; connections that closed on their own are forgotten
+/// past this.
+const USES_MAX: usize = 65_536;
+
+/// Groups kept before forgetting those without connections or requests.
+const GROUPS_SWEEP: usize = 1024;
+
+impl Pools {
+    /// Takes a place in `peer`'s pool for this try, and sets how its connection goes back
+    /// (`peer` must be complete: its pool key is read here).
+    pub fn checkout(&self, peer: &mut HttpPeer, pool: &KeepalivePool) -> Lease {
+        let group = self.group(peer.reuse_hash());
+        // Only connections opened from now on carry it; reused ones carry their own.
+        peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
+        let size = pool.size as usize;
+        let kept = group.reserve(size);
+        let idle_timeout = if kept {
+            pool.idle_timeout
+        } else {
+            pool.idle_timeout.min(SPARE_IDLE)
+        };
+        peer.options.idle_timeout = Some(idle_timeout);
+        Lease {
+            group,
+            size,
+            idle_timeout,
+            kept,
+            conn: None,
+            reusable: false,
+        }
+    }
+
+    /// Counts one more request on `conn`; true when it is the connection's last
+    /// (`keepalive_pool.requests`).
+    pub fn last_use(&self, conn: ConnKey, reused: bool, limit: u32) -> bool {
+        let mut uses = lock(&self.uses);
+        if uses.len() >= USES_MAX {
+            uses.clear();
+        }
+        let n = uses.entry(conn).or_insert(0);
+        if !reused {
+            *n = 0;
+        }
+        *n += 1;
+        if *n >= limit {
+            uses.remove(&conn);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn group(&self, key: u64) -> Arc<Group> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = groups.get(&key) {
+            return g.clone();
+        }
+        drop(groups);
+        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        if groups.len() >= GROUPS_SWEEP {
+            // Only the map holds a group with no open connection and no request under way.
+            groups.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        groups.entry(key).or_default().clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One peer's connections.
+#[derive(Default)]
+pub struct Group {
+    /// Connections open now, busy or idle (from the tracer).
+    open: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Connections serving a request.
+    busy: usize,
+    /// Requests whose connection goes back as a kept one.
+    kept_busy: usize,
+    /// Kept connections back in the pool, with when their idle timeout ends. Some may have been
+    /// closed since; [`Group::kept_idle`] never counts more than are idle.
+    kept_idle: HashMap<ConnKey, Instant>,
+    /// The earliest end in `kept_idle`, so expired entries are swept only when there are some.
+    next_expiry: Option<Instant>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("open", &self.open.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Group {
+    /// Idle connections: open ones that serve no request.
+    fn idle(&self, st: &State) -> usize {
+        self.open.load(Ordering::Relaxed).saturating_sub(st.busy)
+    }
+
+    /// Kept connections idle in the pool now.
+    fn kept_idle(&self, st: &mut State) -> usize {
+        if let Some(at) = st.next_expiry {
+            let now = Instant::now();
+            if at <= now {
+                st.kept_idle.retain(|_, end| *end > now);
+                st.next_expiry = st.kept_idle.values().min().copied();
+            }
+        }
+        st.kept_idle.len().min(self.idle(st))
+    }
+
+    /// Whether a new try gets a kept place.
+    fn reserve(&self, size: usize) -> bool {
+        let mut st = lock(&self.state);
+        let kept_idle = self.kept_idle(&mut st);
+        // With only kept connections idle, this try takes one of them: its place passes on.
+        let takes_kept = kept_idle > 0 && kept_idle == self.idle(&st);
+        let kept = st.kept_busy + kept_idle < size || takes_kept;
+        if kept {
+            st.kept_busy += 1;
+        }
+        kept
+    }
+}
+
+/// Counts a group's open connections: Pingora clones it into every connection it opens and
+/// drops it with the connection.
+#[derive(Debug)]
+struct ConnTracer(Arc<Group>);
+
+impl Tracing for ConnTracer {
+    fn on_connected(&self) {
+        self.0.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_disconnected(&self) {
+        let _ = self
+            .0
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Tracing> {
+        Box::new(ConnTracer(self.0.clone()))
+    }
+}
+
+/// One try's place in its peer's pool; given back when dropped.
+pub struct Lease {
+    group: Arc<Group>,
+    size: usize,
+    idle_timeout: Duration,
+    kept: bool,
+    conn: Option<ConnKey>,
+    /// Set when the try ended with the connection going back to the pool.
+    pub reusable: bool,
+}
+
+impl Lease {
+    /// Records the connection this try got; true when it must close after this request.
+    pub fn connected(&mut self, conn: ConnKey, reused: bool) -> bool {
+        let mut st = lock(&self.group.state);
+        if self.conn.replace(conn).is_none() {
+            st.busy += 1;
+        }
+        let was_kept = reused && st.kept_idle.remove(&conn).is_some();
+        if self.kept && !was_kept {
+            // The place was given expecting a kept connection, and another came: over the
+            // limit, this one closes rather than stay pooled for the whole idle timeout.
+            let kept_idle = self.group.kept_idle(&mut st);
+            if st.kept_busy + kept_idle > self.size {
+                st.kept_busy -= 1;
+                self.kept = false;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether this try's connection goes back as a kept one.
+    pub fn kept(&self) -> bool {
+        self.kept
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut st = lock(&self.group.state);
+        if self.conn.is_some() {
+            st.busy = st.busy.saturating_sub(1);
+        }
+        if !self.kept {
+            return;
+        }
+        st.kept_busy = st.kept_busy.saturating_sub(1);
+        if let (true, Some(conn)) = (self.reusable, self.conn) {
+            let end = Instant::now() + self.idle_timeout;
+            st.kept_idle.insert(conn, end);
+            st.next_expiry = Some(st.next_expiry.map_or(end, |at| at.min(end)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(size: u32) -> KeepalivePool {
+        KeepalivePool {
+            size,
+            ..KeepalivePool::default()
+        }
+    }
+
+    fn peer() -> HttpPeer {
+        HttpPeer::new("127.0.0.1:80", false, String::new())
+    }
+
+    fn conn(fd: i32) -> ConnKey {
+        (fd, SystemTime::UNIX_EPOCH)
+    }
+
+    /// A connection opened the way Pingora does: with a clone of the peer's tracer, told
+    /// when it closes.
+    struct Conn(Tracer);
+
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            self.0 .0.on_disconnected();
+        }
+    }
+
+    fn open(p: &HttpPeer) -> Conn {
+        let t = p.options.tracer.clone().expect("tracer set");
+        t.0.on_connected();
+        Conn(t)
+    }
+
+    #[test]
+    fn at_most_size_kept_and_places_pass_on() {
+        let pools = Pools::default();
+        let mut leases = Vec::new();
+        let mut tracers = Vec::new();
+        for fd in 0..5 {
+            let mut p = peer();
+            let mut l = pools.checkout(&mut p, &pool(2));
+            tracers.push(open(&p));
+            assert!(!l.connected(conn(fd), false));
+            leases.push((l, p));
+        }
+        let kept: Vec<bool> = leases.iter().map(|(l, _)| l.kept()).collect();
+        assert_eq!(kept, [true, true, false, false, false]);
+        let spare = leases[4].1.options.idle_timeout;
+        assert_eq!(spare, Some(SPARE_IDLE));
+        for (l, _) in &mut leases {
+            l.reusable = true;
+        }
+        drop(leases);
+        // The three spares close after their grace; the two kept ones stay.
+        tracers.truncate(2);
+        // The next try takes a kept connection, so it is kept too.
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(2));
+        assert!(l.kept());
+        assert!(!l.connected(conn(0), true));
+        // A second one while the first is busy: one kept place is left.
+        let mut p2 = peer();
+        let l2 = pools.checkout(&mut p2, &pool(2));
+        assert!(l2.kept());
+        drop((l, l2));
+    }
+
+    #[test]
+    fn kept_connections_closed_while_idle_free_their_place() {
+        let pools = Pools::default();
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(1));
+        let t = open(&p);
+        l.connected(conn(7), false);
+        l.reusable = true;
+        drop(l);
+        // The server closed it in the pool.
+        drop(t);
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(1));
+        assert!(l.kept(), "a closed connection holds no place");
+        let _t = open(&p);
+        assert!(!l.connected(conn(8), false));
+    }
+
+    #[test]
+    fn a_wrong_guess_closes_instead_of_going_over() {
+        let pools = Pools::default();
+        // One kept connection idle, so the next try expects to take it...
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(1));
+        let _t = open(&p);
+        l.connected(conn(1), false);
+        l.reusable = true;
+        drop(l);
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(1));
+        assert!(l.kept());
+        // ...but opens another (the idle one was taken meanwhile): it must close.
+        let _t2 = open(&p);
+        assert!(l.connected(conn(2), false));
+        assert!(!l.kept());
+    }
+
+    #[test]
+    fn requests_per_connection() {
+        let pools = Pools::default();
+        let c = conn(3);
+        assert!(!pools.last_use(c, false, 3));
+        assert!(!pools.last_use(c, true, 3));
+        assert!(pools.last_use(c, true, 3));
+        // A new connection on the same socket number starts again.
+        assert!(!pools.last_use(c, false, 3));
+    }
+}
