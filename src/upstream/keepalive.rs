@@ -15,7 +15,7 @@
 //! Open connections are counted exactly through Pingora's connection tracer, so a kept
 //! connection that the server (or Pingora's global pool) closed while idle frees its place.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -161,9 +161,12 @@ impl Group {
     fn reserve(&self, size: usize) -> bool {
         let mut st = lock(&self.state);
         let kept_idle = self.kept_idle(&mut st);
-        // With only kept connections idle, this try takes one of them: its place passes on.
-        let takes_kept = kept_idle > 0 && kept_idle == self.idle(&st);
-        let kept = st.kept_busy + kept_idle < size || takes_kept;
+        let held = st.kept_busy + kept_idle;
+        // With only kept connections idle, this try takes one of them and its place passes on,
+        // unless the group holds more than this upstream's size (peers shared by upstreams
+        // with different sizes).
+        let takes_kept = kept_idle > 0 && kept_idle == self.idle(&st) && held <= size;
+        let kept = held < size || takes_kept;
         if kept {
             st.kept_busy += 1;
         }
@@ -217,6 +220,7 @@ impl Lease {
             // limit, this one closes rather than stay pooled for the whole idle timeout.
             let kept_idle = self.group.kept_idle(&mut st);
             if st.kept_busy + kept_idle > self.size {
+                log::debug!("keepalive pool full: the connection closes after this request");
                 st.kept_busy -= 1;
                 self.kept = false;
                 return true;
@@ -353,6 +357,28 @@ mod tests {
         let _t2 = open(&p);
         assert!(l.connected(conn(2), false));
         assert!(!l.kept());
+    }
+
+    #[test]
+    fn a_smaller_size_does_not_inherit_a_larger_ones_places() {
+        let pools = Pools::default();
+        let mut conns = Vec::new();
+        let mut leases = Vec::new();
+        for fd in 0..3 {
+            let mut p = peer();
+            let mut l = pools.checkout(&mut p, &pool(320));
+            conns.push(open(&p));
+            l.connected(conn(fd), false);
+            l.reusable = true;
+            leases.push(l);
+        }
+        drop(leases);
+        // Three kept connections idle; an upstream with size 1 on the same peer takes one as
+        // a spare.
+        let mut p = peer();
+        let mut l = pools.checkout(&mut p, &pool(1));
+        assert!(!l.kept());
+        assert!(!l.connected(conn(0), true));
     }
 
     #[test]
