@@ -199,6 +199,13 @@ impl Drop for Gateway {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if std::thread::panicking() {
+            // The failed test's gateway log: its last lines say what the gateway saw.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- gateway log (last 40 lines) ---\n{tail}\n---");
+        }
     }
 }
 
