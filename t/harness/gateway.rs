@@ -25,23 +25,30 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on `apisix_yaml` and waits until it is ready.
     pub fn start(apisix_yaml: &str) -> Gateway {
-        Gateway::spawn_with(apisix_yaml, "", false).ready_or_panic()
+        Gateway::spawn_with(apisix_yaml, "", false, 2).ready_or_panic()
+    }
+
+    /// Like [`Gateway::start`] with one worker thread: every task on one runtime, for tests
+    /// that count upstream connections exactly (with two, Pingora 0.9 sometimes drops a
+    /// pooled connection as another thread takes it out, cloudflare/pingora#998).
+    pub fn start_one_thread(apisix_yaml: &str) -> Gateway {
+        Gateway::spawn_with(apisix_yaml, "", false, 1).ready_or_panic()
     }
 
     /// Like [`Gateway::start`], listening on `[::1]` too.
     pub fn start_v6(apisix_yaml: &str) -> Gateway {
-        Gateway::spawn_with(apisix_yaml, "", true).ready_or_panic()
+        Gateway::spawn_with(apisix_yaml, "", true, 2).ready_or_panic()
     }
 
     /// Like [`Gateway::start`] with `upstream_ca` trusted for upstreams.
     pub fn start_with_upstream_ca(apisix_yaml: &str, ca: &std::path::Path) -> Gateway {
         let proxy_extra = format!("  upstream_ca: \"{}\"\n", ca.display());
-        Gateway::spawn_with(apisix_yaml, &proxy_extra, false).ready_or_panic()
+        Gateway::spawn_with(apisix_yaml, &proxy_extra, false, 2).ready_or_panic()
     }
 
     /// Starts the gateway without waiting.
     pub fn spawn(apisix_yaml: &str) -> Gateway {
-        Gateway::spawn_with(apisix_yaml, "", false)
+        Gateway::spawn_with(apisix_yaml, "", false, 2)
     }
 
     fn ready_or_panic(self) -> Gateway {
@@ -85,7 +92,7 @@ impl Gateway {
     }
 
     /// `proxy_extra` goes under `proxy:` in config.yaml.
-    fn spawn_with(apisix_yaml: &str, proxy_extra: &str, v6: bool) -> Gateway {
+    fn spawn_with(apisix_yaml: &str, proxy_extra: &str, v6: bool, threads: u8) -> Gateway {
         let dir = TempDir::new("gateway");
         let port = free_port();
         let status_port = free_port();
@@ -96,7 +103,7 @@ impl Gateway {
         };
         std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
         let config = format!(
-            "proxy:\n  listen: {listen}\n  threads: 2\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n"
+            "proxy:\n  listen: {listen}\n  threads: {threads}\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n"
         );
         Gateway::launch(dir, port, status_port, v6_port, &config)
     }
@@ -236,11 +243,16 @@ impl Reply {
 pub fn request_v6(port: u16, path: &str) -> Reply {
     match TcpStream::connect(("::1", port)) {
         Ok(s) => exchange(s, "GET", path, &[], ""),
-        Err(_) => Reply {
-            status: 0,
-            headers: BTreeMap::new(),
-            body: String::new(),
-        },
+        Err(e) => no_answer(format!("connect: {e}")),
+    }
+}
+
+/// Status 0: no answer; the body says what failed on the client side.
+fn no_answer(why: String) -> Reply {
+    Reply {
+        status: 0,
+        headers: BTreeMap::new(),
+        body: format!("no answer: {why}"),
     }
 }
 
@@ -248,11 +260,7 @@ pub fn request_v6(port: u16, path: &str) -> Reply {
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     match TcpStream::connect(("127.0.0.1", port)) {
         Ok(s) => exchange(s, method, path, headers, body),
-        Err(_) => Reply {
-            status: 0,
-            headers: BTreeMap::new(),
-            body: String::new(),
-        },
+        Err(e) => no_answer(format!("connect: {e}")),
     }
 }
 
@@ -263,11 +271,6 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let failed = Reply {
-        status: 0,
-        headers: BTreeMap::new(),
-        body: String::new(),
-    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -281,13 +284,15 @@ fn exchange(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    if s.write_all(req.as_bytes()).is_err() {
-        return failed;
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return no_answer(format!("write: {e}"));
     }
     let mut reader = BufReader::new(s);
     let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return failed;
+    match reader.read_line(&mut line) {
+        Ok(0) => return no_answer("closed before a status line".into()),
+        Err(e) => return no_answer(format!("read: {e}")),
+        Ok(_) => {}
     }
     let status = line
         .split_whitespace()
