@@ -196,9 +196,10 @@ fn main() -> ExitCode {
         },
     ));
 
+    let pools = Arc::new(portico::upstream::keepalive::Pools::default());
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(store.clone(), upstream_ca(&config)),
+        Gateway::new(store.clone(), upstream_ca(&config), pools.clone()),
         "portico proxy",
     );
     for addr in &config.proxy.listen {
@@ -207,7 +208,8 @@ fn main() -> ExitCode {
     server.add_service(proxy);
 
     if !config.status.listen.is_empty() {
-        let mut status_service = Service::new("status".to_string(), StatusApp::new(store, status));
+        let mut status_service =
+            Service::new("status".to_string(), StatusApp::new(store, status, pools));
         status_service.add_tcp(&config.status.listen);
         server.add_service(status_service);
     }

@@ -1,5 +1,6 @@
-//! `GET /status` (what is loaded, from where, what was rejected) and `GET /status/ready`
-//! (200 once a config is in place, else 503), on their own listener.
+//! `GET /status` (what is loaded, from where, what was rejected), `GET /status/ready`
+//! (200 once a config is in place, else 503), `/status/keys`, `/status/upstreams` (node
+//! health) and `/status/connections` (upstream connections per peer), on their own listener.
 
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
@@ -11,6 +12,7 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::tables::Store;
+use crate::upstream::keepalive::Pools;
 
 /// A view computed on demand (e.g. every key the etcd sync knows, with its revision).
 pub type View = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -68,11 +70,16 @@ impl SourceStatus {
 pub struct StatusApp {
     store: Arc<Store>,
     source: Arc<SourceStatus>,
+    pools: Arc<Pools>,
 }
 
 impl StatusApp {
-    pub fn new(store: Arc<Store>, source: Arc<SourceStatus>) -> StatusApp {
-        StatusApp { store, source }
+    pub fn new(store: Arc<Store>, source: Arc<SourceStatus>, pools: Arc<Pools>) -> StatusApp {
+        StatusApp {
+            store,
+            source,
+            pools,
+        }
     }
 
     fn status(&self) -> Value {
@@ -162,6 +169,7 @@ impl ServeHttp for StatusApp {
                 ),
             },
             "/status/upstreams" => reply(200, self.upstreams().to_string()),
+            "/status/connections" => reply(200, self.pools.snapshot().to_string()),
             "/status/ready" => {
                 if self.store.load().loaded {
                     reply(200, "{\"ready\":true}".into())

@@ -33,15 +33,16 @@ pub type TrustedCa = Arc<Box<[pingora_core::tls::x509::X509]>>;
 pub struct Gateway {
     store: Arc<Store>,
     upstream_ca: Option<TrustedCa>,
-    pools: Pools,
+    pools: Arc<Pools>,
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>, upstream_ca: Option<TrustedCa>) -> Gateway {
+    /// `pools` is shared with the status listener.
+    pub fn new(store: Arc<Store>, upstream_ca: Option<TrustedCa>, pools: Arc<Pools>) -> Gateway {
         Gateway {
             store,
             upstream_ca,
-            pools: Pools::default(),
+            pools,
         }
     }
 }

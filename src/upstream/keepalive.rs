@@ -50,7 +50,7 @@ impl Pools {
     /// Takes a place in `peer`'s pool for this try, and sets how its connection goes back
     /// (`peer` must be complete: its pool key is read here).
     pub fn checkout(&self, peer: &mut HttpPeer, pool: &KeepalivePool) -> Lease {
-        let group = self.group(peer.reuse_hash());
+        let group = self.group(peer.reuse_hash(), || peer_label(peer));
         // Only connections opened from now on carry it; reused ones carry their own.
         peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
         let size = pool.size as usize;
@@ -91,7 +91,28 @@ impl Pools {
         }
     }
 
-    fn group(&self, key: u64) -> Arc<Group> {
+    /// Every peer's connections, for `GET /status/connections`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        let mut peers: Vec<serde_json::Value> = groups
+            .values()
+            .map(|g| {
+                let mut st = lock(&g.state);
+                let kept_idle = g.kept_idle(&mut st);
+                serde_json::json!({
+                    "peer": g.label,
+                    "open": g.open.load(Ordering::Relaxed),
+                    "busy": st.busy,
+                    "kept_idle": kept_idle,
+                    "kept_busy": st.kept_busy,
+                })
+            })
+            .collect();
+        peers.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
+        serde_json::Value::Array(peers)
+    }
+
+    fn group(&self, key: u64, label: impl FnOnce() -> String) -> Arc<Group> {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = groups.get(&key) {
             return g.clone();
@@ -102,7 +123,24 @@ impl Pools {
             // Only the map holds a group with no open connection and no request under way.
             groups.retain(|_, g| Arc::strong_count(g) > 1);
         }
-        groups.entry(key).or_default().clone()
+        groups
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Group {
+                    label: label(),
+                    ..Group::default()
+                })
+            })
+            .clone()
+    }
+}
+
+/// `address`, with `scheme` and SNI for TLS peers.
+fn peer_label(peer: &HttpPeer) -> String {
+    if peer.is_tls() {
+        format!("https://{} (sni {})", peer._address, peer.sni)
+    } else {
+        peer._address.to_string()
     }
 }
 
@@ -113,6 +151,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One peer's connections.
 #[derive(Default)]
 pub struct Group {
+    /// The peer, for status.
+    label: String,
     /// Connections open now, busy or idle (from the tracer).
     open: AtomicUsize,
     state: Mutex<State>,
@@ -134,6 +174,7 @@ struct State {
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group")
+            .field("peer", &self.label)
             .field("open", &self.open.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

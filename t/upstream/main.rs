@@ -436,6 +436,19 @@ fn keepalive_pool_size_per_peer() {
     std::thread::sleep(Duration::from_millis(1600));
     assert_eq!(a.open_connections(), 2, "keepalive_pool.size is 2");
     assert_eq!(b.open_connections(), 8, "the default size keeps all eight");
+    // The gateway's own count agrees.
+    let (_, body) = harness::http_get(g.status_port, "/status/connections").expect("status");
+    let peers: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let peer = |addr: String| {
+        peers
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["peer"] == addr.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(peer(a.addr())["open"], 2, "{peers}");
+    assert_eq!(peer(a.addr())["kept_idle"], 2, "{peers}");
+    assert_eq!(peer(b.addr())["open"], 8, "{peers}");
     // The two kept connections serve what follows, and no other is opened.
     let ports: std::collections::BTreeSet<_> = (0..6)
         .map(|_| {
