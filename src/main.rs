@@ -207,9 +207,18 @@ fn main() -> ExitCode {
     }
     server.add_service(proxy);
 
+    // Validated when the config was read.
+    let proxy_addrs = config
+        .proxy
+        .listen
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
     if !config.status.listen.is_empty() {
-        let mut status_service =
-            Service::new("status".to_string(), StatusApp::new(store, status, pools));
+        let mut status_service = Service::new(
+            "status".to_string(),
+            StatusApp::new(store, status, pools, proxy_addrs),
+        );
         status_service.add_tcp(&config.status.listen);
         server.add_service(status_service);
     }

@@ -2,14 +2,17 @@
 //! (200 once a config is in place, else 503), `/status/keys`, `/status/upstreams` (node
 //! health) and `/status/connections` (upstream connections per peer), on their own listener.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
 
 use crate::tables::Store;
 use crate::upstream::keepalive::Pools;
@@ -71,15 +74,49 @@ pub struct StatusApp {
     store: Arc<Store>,
     source: Arc<SourceStatus>,
     pools: Arc<Pools>,
+    /// The proxy's listeners, probed until each accepts a connection: Pingora binds them in
+    /// the proxy service's own thread, which can start after this listener answers.
+    proxy_listen: Vec<SocketAddr>,
+    proxy_listening: AtomicBool,
 }
 
 impl StatusApp {
-    pub fn new(store: Arc<Store>, source: Arc<SourceStatus>, pools: Arc<Pools>) -> StatusApp {
+    pub fn new(
+        store: Arc<Store>,
+        source: Arc<SourceStatus>,
+        pools: Arc<Pools>,
+        proxy_listen: Vec<SocketAddr>,
+    ) -> StatusApp {
         StatusApp {
             store,
             source,
             pools,
+            proxy_listen,
+            proxy_listening: AtomicBool::new(false),
         }
+    }
+
+    /// Whether every proxy listener accepts connections (once true, it stays true).
+    async fn proxy_listening(&self) -> bool {
+        if self.proxy_listening.load(Ordering::Relaxed) {
+            return true;
+        }
+        for addr in &self.proxy_listen {
+            // A wildcard address is reached through loopback.
+            let mut to = *addr;
+            if to.ip().is_unspecified() {
+                to.set_ip(match to {
+                    SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(to));
+            if !matches!(probe.await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        self.proxy_listening.store(true, Ordering::Relaxed);
+        true
     }
 
     fn status(&self) -> Value {
@@ -171,7 +208,7 @@ impl ServeHttp for StatusApp {
             "/status/upstreams" => reply(200, self.upstreams().to_string()),
             "/status/connections" => reply(200, self.pools.snapshot().to_string()),
             "/status/ready" => {
-                if self.store.load().loaded {
+                if self.store.load().loaded && self.proxy_listening().await {
                     reply(200, "{\"ready\":true}".into())
                 } else {
                     reply(503, "{\"ready\":false}".into())

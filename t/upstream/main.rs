@@ -422,10 +422,11 @@ fn keepalive_pool_size_per_peer() {
     let burst = |host: &str| {
         std::thread::scope(|s| {
             let replies: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| g.get("/sleep/400", Some(host)).status))
+                .map(|_| s.spawn(|| g.get("/sleep/400", Some(host))))
                 .collect();
             for r in replies {
-                assert_eq!(r.join().ok(), Some(200));
+                let r = r.join().expect("request thread");
+                assert_eq!(r.status, 200, "{r:?}");
             }
         })
     };
