@@ -229,10 +229,12 @@ impl ProxyHttp for Gateway {
         peer.options.write_timeout = Some(t.send.unwrap_or(DEFAULT_TIMEOUT));
         peer.options.read_timeout = Some(t.read.unwrap_or(DEFAULT_TIMEOUT));
         // Replacing a previous try's lease gives its place back.
-        ctx.lease = Some(
+        ctx.lease = Some(if session.is_upgrade_req() {
+            self.pools.checkout_unpooled(&mut peer)
+        } else {
             self.pools
-                .checkout(&mut peer, &target.upstream.keepalive_pool),
-        );
+                .checkout(&mut peer, &target.upstream.keepalive_pool)
+        });
         ctx.end_try(None, &target.balancer.checks);
         picked.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -292,13 +294,14 @@ impl ProxyHttp for Gateway {
         up.insert_header("X-Forwarded-Proto", proto)?;
         up.insert_header("X-Forwarded-Host", fwd_host)?;
         up.insert_header("X-Forwarded-Port", fwd_port)?;
-        if ctx.close_upstream {
-            // Not pooled again: the connection served its `keepalive_pool.requests`.
-            up.insert_header(http::header::CONNECTION, "close")?;
-        }
         if !target.websocket && up.headers.contains_key(http::header::UPGRADE) {
             up.remove_header(&http::header::UPGRADE);
             up.remove_header(&http::header::CONNECTION);
+        }
+        // Not pooled again (`keepalive_pool`); an upgrade is never pooled, and needs its
+        // `Connection: Upgrade`.
+        if ctx.close_upstream && !up.headers.contains_key(http::header::UPGRADE) {
+            up.insert_header(http::header::CONNECTION, "close")?;
         }
         Ok(())
     }
@@ -374,21 +377,15 @@ impl ProxyHttp for Gateway {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(target) = &ctx.target else {
-            return Ok(());
-        };
         let established = digest
             .and_then(|d| d.timing_digest.first().cloned().flatten())
             .map(|t| t.established_ts)
             .unwrap_or(std::time::UNIX_EPOCH);
-        let conn = (fd, established);
-        let limit = target.upstream.keepalive_pool.requests;
-        let last = self.pools.last_use(conn, reused, limit);
-        let over = ctx
+        ctx.upstream_closes = false;
+        ctx.close_upstream = ctx
             .lease
             .as_mut()
-            .is_some_and(|l| l.connected(conn, reused));
-        ctx.close_upstream = last || over;
+            .is_some_and(|l| l.connected((fd, established), reused));
         Ok(())
     }
 

@@ -32,19 +32,24 @@ pub const SPARE_IDLE: Duration = Duration::from_secs(1);
 pub type ConnKey = (i32, SystemTime);
 
 /// The connections of every peer, grouped as Pingora pools them (by `reuse_hash`).
-#[derive(Default)]
 pub struct Pools {
     groups: RwLock<HashMap<u64, Arc<Group>>>,
-    /// Requests sent on each connection, for `keepalive_pool.requests`.
-    uses: Mutex<HashMap<ConnKey, u32>>,
+    /// Groups held when the next sweep of unused ones happens (doubles with live ones, so a
+    /// sweep costs little per new group).
+    sweep_at: AtomicUsize,
 }
 
-/// Connection-use entries kept at most; connections that closed on their own are forgotten
-/// past this.
-const USES_MAX: usize = 65_536;
-
-/// Groups kept before forgetting those without connections or requests.
+/// Groups held before the first sweep.
 const GROUPS_SWEEP: usize = 1024;
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            groups: RwLock::default(),
+            sweep_at: AtomicUsize::new(GROUPS_SWEEP),
+        }
+    }
+}
 
 impl Pools {
     /// Takes a place in `peer`'s pool for this try, and sets how its connection goes back
@@ -65,29 +70,26 @@ impl Pools {
             group,
             size,
             idle_timeout,
+            requests: pool.requests,
             kept,
             conn: None,
             reusable: false,
         }
     }
 
-    /// Counts one more request on `conn`; true when it is the connection's last
-    /// (`keepalive_pool.requests`).
-    pub fn last_use(&self, conn: ConnKey, reused: bool, limit: u32) -> bool {
-        let mut uses = lock(&self.uses);
-        if uses.len() >= USES_MAX {
-            uses.clear();
-        }
-        let n = uses.entry(conn).or_insert(0);
-        if !reused {
-            *n = 0;
-        }
-        *n += 1;
-        if *n >= limit {
-            uses.remove(&conn);
-            true
-        } else {
-            false
+    /// For a connection that is never pooled again (a protocol upgrade): counted while open,
+    /// holding no place.
+    pub fn checkout_unpooled(&self, peer: &mut HttpPeer) -> Lease {
+        let group = self.group(peer.reuse_hash(), || peer_label(peer));
+        peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
+        Lease {
+            group,
+            size: 0,
+            idle_timeout: Duration::ZERO,
+            requests: u32::MAX,
+            kept: false,
+            conn: None,
+            reusable: false,
         }
     }
 
@@ -102,7 +104,7 @@ impl Pools {
                 serde_json::json!({
                     "peer": g.label,
                     "open": g.open.load(Ordering::Relaxed),
-                    "busy": st.busy,
+                    "busy": st.in_use.len(),
                     "kept_idle": kept_idle,
                     "kept_busy": st.kept_busy,
                 })
@@ -119,9 +121,11 @@ impl Pools {
         }
         drop(groups);
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
-        if groups.len() >= GROUPS_SWEEP {
+        if groups.len() >= self.sweep_at.load(Ordering::Relaxed) {
             // Only the map holds a group with no open connection and no request under way.
             groups.retain(|_, g| Arc::strong_count(g) > 1);
+            self.sweep_at
+                .store((groups.len() * 2).max(GROUPS_SWEEP), Ordering::Relaxed);
         }
         groups
             .entry(key)
@@ -160,8 +164,12 @@ pub struct Group {
 
 #[derive(Default)]
 struct State {
-    /// Connections serving a request.
-    busy: usize,
+    /// Connections serving a request, with how many tries hold each (two for a moment:
+    /// Pingora pools a connection before the try that used it ends, and another try can
+    /// take it in between).
+    in_use: HashMap<ConnKey, u32>,
+    /// Requests sent on each connection, for `keepalive_pool.requests`.
+    uses: HashMap<ConnKey, u32>,
     /// Requests whose connection goes back as a kept one.
     kept_busy: usize,
     /// Kept connections back in the pool, with when their idle timeout ends. Some may have been
@@ -183,7 +191,9 @@ impl std::fmt::Debug for Group {
 impl Group {
     /// Idle connections: open ones that serve no request.
     fn idle(&self, st: &State) -> usize {
-        self.open.load(Ordering::Relaxed).saturating_sub(st.busy)
+        self.open
+            .load(Ordering::Relaxed)
+            .saturating_sub(st.in_use.len())
     }
 
     /// Kept connections idle in the pool now.
@@ -242,6 +252,8 @@ pub struct Lease {
     group: Arc<Group>,
     size: usize,
     idle_timeout: Duration,
+    /// `keepalive_pool.requests`.
+    requests: u32,
     kept: bool,
     conn: Option<ConnKey>,
     /// Set when the try ended with the connection going back to the pool.
@@ -249,13 +261,39 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Records the connection this try got; true when it must close after this request.
+    /// Records the connection this try got; true when it must close after this request
+    /// (its `requests` are used up, or it would go over `size`).
     pub fn connected(&mut self, conn: ConnKey, reused: bool) -> bool {
         let mut st = lock(&self.group.state);
-        if self.conn.replace(conn).is_none() {
-            st.busy += 1;
+        if let Some(old) = self.conn.replace(conn) {
+            release(&mut st, old);
         }
-        let was_kept = reused && st.kept_idle.remove(&conn).is_some();
+        let holders = st.in_use.entry(conn).or_insert(0);
+        // Still held by the try that pooled it: handed over, as good as a kept one.
+        let handed_over = *holders > 0;
+        *holders += 1;
+        if !reused {
+            st.uses.remove(&conn);
+        }
+        let n = st.uses.entry(conn).or_insert(0);
+        *n += 1;
+        if *n >= self.requests {
+            st.uses.remove(&conn);
+            st.kept_idle.remove(&conn);
+            return true;
+        }
+        let open = self.group.open.load(Ordering::Relaxed);
+        if st.uses.len() > 2 * open + 64 {
+            // Connections that closed while idle leave counts behind.
+            let State {
+                uses,
+                in_use,
+                kept_idle,
+                ..
+            } = &mut *st;
+            uses.retain(|c, _| in_use.contains_key(c) || kept_idle.contains_key(c));
+        }
+        let was_kept = reused && (st.kept_idle.remove(&conn).is_some() || handed_over);
         if self.kept && !was_kept {
             // The place was given expecting a kept connection, and another came: over the
             // limit, this one closes rather than stay pooled for the whole idle timeout.
@@ -276,17 +314,33 @@ impl Lease {
     }
 }
 
+/// One try lets go of `conn`; true when no other try holds it.
+fn release(st: &mut State, conn: ConnKey) -> bool {
+    match st.in_use.get_mut(&conn) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            st.in_use.remove(&conn);
+            true
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut st = lock(&self.group.state);
-        if self.conn.is_some() {
-            st.busy = st.busy.saturating_sub(1);
+        let last_holder = self.conn.map(|c| release(&mut st, c)).unwrap_or(false);
+        if let (false, true, Some(conn)) = (self.reusable, last_holder, self.conn) {
+            // Closed, not pooled.
+            st.uses.remove(&conn);
         }
         if !self.kept {
             return;
         }
         st.kept_busy = st.kept_busy.saturating_sub(1);
-        if let (true, Some(conn)) = (self.reusable, self.conn) {
+        if let (true, true, Some(conn)) = (self.reusable, last_holder, self.conn) {
             let end = Instant::now() + self.idle_timeout;
             st.kept_idle.insert(conn, end);
             st.next_expiry = Some(st.next_expiry.map_or(end, |at| at.min(end)));
@@ -425,11 +479,43 @@ mod tests {
     #[test]
     fn requests_per_connection() {
         let pools = Pools::default();
-        let c = conn(3);
-        assert!(!pools.last_use(c, false, 3));
-        assert!(!pools.last_use(c, true, 3));
-        assert!(pools.last_use(c, true, 3));
+        let limit = KeepalivePool {
+            requests: 3,
+            ..KeepalivePool::default()
+        };
+        let mut p = peer();
+        let mut try_on = |reused: bool| {
+            let mut l = pools.checkout(&mut p, &limit);
+            let last = l.connected(conn(3), reused);
+            l.reusable = !last;
+            last
+        };
+        assert!(!try_on(false));
+        assert!(!try_on(true));
+        assert!(try_on(true), "the third request is the last");
         // A new connection on the same socket number starts again.
-        assert!(!pools.last_use(c, false, 3));
+        assert!(!try_on(false));
+    }
+
+    #[test]
+    fn a_connection_pooled_before_its_try_ends_is_handed_over() {
+        let pools = Pools::default();
+        let mut p = peer();
+        let mut first = pools.checkout(&mut p, &pool(2));
+        let _c = open(&p);
+        first.connected(conn(5), false);
+        first.reusable = true;
+        // Pingora pooled it and another try took it before the first one ended.
+        let mut p = peer();
+        let mut second = pools.checkout(&mut p, &pool(2));
+        assert!(!second.connected(conn(5), true), "not closed");
+        drop(first);
+        second.reusable = true;
+        drop(second);
+        let group = pools.group(peer().reuse_hash(), String::new);
+        let st = lock(&group.state);
+        assert_eq!(st.kept_idle.len(), 1);
+        assert_eq!(st.kept_busy, 0);
+        assert!(st.in_use.is_empty());
     }
 }

@@ -19,6 +19,7 @@ routes:
   - {{id: pass, uri: /pass, upstream_id: ab}}
   - {{id: node, uri: /node, upstream: {{nodes: {{"{a}": 1}}, pass_host: node}}}}
   - {{id: ws, uri: /ws, enable_websocket: true, upstream: {{nodes: {{"{a}": 1}}}}}}
+  - {{id: ws1, uri: /ws1, enable_websocket: true, upstream: {{keepalive_pool: {{requests: 1}}, nodes: {{"{a}": 1}}}}}}
   - {{id: nows, uri: /nows, upstream: {{nodes: {{"{a}": 1}}}}}}
   - {{id: body, uri: /body, methods: [POST], upstream_id: ab}}
   - {{id: weighted, uri: /w, upstream: {{nodes: [{{host: 127.0.0.1, port: {pa}, weight: 2}}, {{host: 127.0.0.1, port: {pb}, weight: 1}}]}}}}
@@ -74,22 +75,25 @@ upstreams:
     assert_eq!(r.status, 200);
     assert_eq!(r.echo()["body"].as_str().map(str::len), Some(big.len()));
 
-    // Websocket upgrade only where enabled.
-    let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s.write_all(b"ping over the upgraded connection").unwrap();
-    let mut got = Vec::new();
-    while got.len() < 33 {
+    // Websocket upgrade only where enabled; also on a connection's last request
+    // (`keepalive_pool.requests: 1`), where `Connection: Upgrade` must stay.
+    for path in ["/ws", "/ws1"] {
+        let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+        s.write_all(b"ping over the upgraded connection").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 33 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(&got[..], b"ping over the upgraded connection");
     }
-    assert_eq!(&got[..], b"ping over the upgraded connection");
     let r = g.request(
         "GET",
         "/nows",

@@ -466,7 +466,11 @@ fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
                 headers.insert(k, v.into());
             }
         }
-        if headers.contains_key("upgrade") {
+        let connection_upgrade = headers
+            .get("connection")
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+        if headers.contains_key("upgrade") && connection_upgrade {
             // A websocket-style upgrade: switch, then echo raw bytes back.
             let _ = out.write_all(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
