@@ -55,9 +55,7 @@ impl Pools {
     /// Takes a place in `peer`'s pool for this try, and sets how its connection goes back
     /// (`peer` must be complete: its pool key is read here).
     pub fn checkout(&self, peer: &mut HttpPeer, pool: &KeepalivePool) -> Lease {
-        let group = self.group(peer.reuse_hash(), || peer_label(peer));
-        // Only connections opened from now on carry it; reused ones carry their own.
-        peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
+        let group = self.traced_group(peer);
         let size = pool.size as usize;
         let kept = group.reserve(size);
         let idle_timeout = if kept {
@@ -80,8 +78,7 @@ impl Pools {
     /// For a connection that is never pooled again (a protocol upgrade): counted while open,
     /// holding no place.
     pub fn checkout_unpooled(&self, peer: &mut HttpPeer) -> Lease {
-        let group = self.group(peer.reuse_hash(), || peer_label(peer));
-        peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
+        let group = self.traced_group(peer);
         Lease {
             group,
             size: 0,
@@ -112,6 +109,14 @@ impl Pools {
             .collect();
         peers.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
         serde_json::Value::Array(peers)
+    }
+
+    /// `peer`'s group, with the tracer that counts its connections set on `peer` (only
+    /// connections opened from now on carry it; reused ones carry their own).
+    fn traced_group(&self, peer: &mut HttpPeer) -> Arc<Group> {
+        let group = self.group(peer.reuse_hash(), || peer_label(peer));
+        peer.options.tracer = Some(Tracer(Box::new(ConnTracer(group.clone()))));
+        group
     }
 
     fn group(&self, key: u64, label: impl FnOnce() -> String) -> Arc<Group> {
@@ -177,6 +182,18 @@ struct State {
     kept_idle: HashMap<ConnKey, Instant>,
     /// The earliest end in `kept_idle`, so expired entries are swept only when there are some.
     next_expiry: Option<Instant>,
+}
+
+impl State {
+    /// Connections that closed while idle leave request counts behind: past twice the open
+    /// connections, keep only those of connections known to be busy or kept.
+    fn forget_closed(&mut self, open: usize) {
+        if self.uses.len() > 2 * open + 64 {
+            let (in_use, kept_idle) = (&self.in_use, &self.kept_idle);
+            self.uses
+                .retain(|c, _| in_use.contains_key(c) || kept_idle.contains_key(c));
+        }
+    }
 }
 
 impl std::fmt::Debug for Group {
@@ -282,17 +299,7 @@ impl Lease {
             st.kept_idle.remove(&conn);
             return true;
         }
-        let open = self.group.open.load(Ordering::Relaxed);
-        if st.uses.len() > 2 * open + 64 {
-            // Connections that closed while idle leave counts behind.
-            let State {
-                uses,
-                in_use,
-                kept_idle,
-                ..
-            } = &mut *st;
-            uses.retain(|c, _| in_use.contains_key(c) || kept_idle.contains_key(c));
-        }
+        st.forget_closed(self.group.open.load(Ordering::Relaxed));
         let was_kept = reused && (st.kept_idle.remove(&conn).is_some() || handed_over);
         if self.kept && !was_kept {
             // The place was given expecting a kept connection, and another came: over the
@@ -306,11 +313,6 @@ impl Lease {
             }
         }
         false
-    }
-
-    /// Whether this try's connection goes back as a kept one.
-    pub fn kept(&self) -> bool {
-        self.kept
     }
 }
 
@@ -395,7 +397,7 @@ mod tests {
             assert!(!l.connected(conn(fd), false));
             leases.push((l, p));
         }
-        let kept: Vec<bool> = leases.iter().map(|(l, _)| l.kept()).collect();
+        let kept: Vec<bool> = leases.iter().map(|(l, _)| l.kept).collect();
         assert_eq!(kept, [true, true, false, false, false]);
         let spare = leases[4].1.options.idle_timeout;
         assert_eq!(spare, Some(SPARE_IDLE));
@@ -408,12 +410,12 @@ mod tests {
         // The next try takes a kept connection, so it is kept too.
         let mut p = peer();
         let mut l = pools.checkout(&mut p, &pool(2));
-        assert!(l.kept());
+        assert!(l.kept);
         assert!(!l.connected(conn(0), true));
         // A second one while the first is busy: one kept place is left.
         let mut p2 = peer();
         let l2 = pools.checkout(&mut p2, &pool(2));
-        assert!(l2.kept());
+        assert!(l2.kept);
         drop((l, l2));
     }
 
@@ -430,7 +432,7 @@ mod tests {
         drop(t);
         let mut p = peer();
         let mut l = pools.checkout(&mut p, &pool(1));
-        assert!(l.kept(), "a closed connection holds no place");
+        assert!(l.kept, "a closed connection holds no place");
         let _t = open(&p);
         assert!(!l.connected(conn(8), false));
     }
@@ -447,11 +449,11 @@ mod tests {
         drop(l);
         let mut p = peer();
         let mut l = pools.checkout(&mut p, &pool(1));
-        assert!(l.kept());
+        assert!(l.kept);
         // ...but opens another (the idle one was taken meanwhile): it must close.
         let _t2 = open(&p);
         assert!(l.connected(conn(2), false));
-        assert!(!l.kept());
+        assert!(!l.kept);
     }
 
     #[test]
@@ -472,7 +474,7 @@ mod tests {
         // a spare.
         let mut p = peer();
         let mut l = pools.checkout(&mut p, &pool(1));
-        assert!(!l.kept());
+        assert!(!l.kept);
         assert!(!l.connected(conn(0), true));
     }
 
