@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The largest number of seconds a timeout in config.yaml may take (about 11 days).
+const MAX_SECONDS: f64 = 1.0e6;
+
 /// `conf/config.yaml`. Every key is documented in the shipped file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,18 +238,23 @@ impl GatewayConfig {
                 if etcd.endpoints.is_empty() {
                     return Err(err("etcd.endpoints: at least one endpoint is needed".into()));
                 }
-                if !(etcd.timeout > 0.0 && etcd.timeout.is_finite()) {
-                    return Err(err(
-                        "etcd.timeout: must be a number of seconds above 0".into()
-                    ));
+                // Bounded so every one of them makes a Duration (and an Instant ahead).
+                let seconds =
+                    |v: f64, zero_ok: bool| (v > 0.0 || (zero_ok && v == 0.0)) && v <= MAX_SECONDS;
+                if !seconds(etcd.timeout, false) {
+                    return Err(err(format!(
+                        "etcd.timeout: must be a number of seconds above 0, at most {MAX_SECONDS}"
+                    )));
                 }
-                if !(etcd.fail_timeout >= 0.0 && etcd.fail_timeout.is_finite()) {
-                    return Err(err("etcd.fail_timeout: must be a number of seconds".into()));
+                if !seconds(etcd.fail_timeout, true) {
+                    return Err(err(format!(
+                        "etcd.fail_timeout: must be a number of seconds from 0 to {MAX_SECONDS}"
+                    )));
                 }
-                if !(etcd.watch_idle_timeout > 0.0 && etcd.watch_idle_timeout.is_finite()) {
-                    return Err(err(
-                        "etcd.watch_idle_timeout: must be a number of seconds above 0".into(),
-                    ));
+                if !seconds(etcd.watch_idle_timeout, false) {
+                    return Err(err(format!(
+                        "etcd.watch_idle_timeout: must be a number of seconds above 0, at most {MAX_SECONDS}"
+                    )));
                 }
                 if !etcd.prefix.starts_with('/') {
                     return Err(err(format!(

@@ -432,10 +432,9 @@ impl Inner {
                 .await
                 .map_err(|r| self.transport_error(index, key, r))?;
             log::debug!(
-                "etcd {} {url}: HTTP {} token {:?}",
+                "etcd {} {url}: HTTP {}",
                 self.endpoint_name(index),
-                resp.status,
-                token
+                resp.status
             );
             if resp.status == 401 && self.credentials.is_some() && !retried {
                 log::info!(

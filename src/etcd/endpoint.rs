@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
 use super::options::HealthOptions;
@@ -178,7 +178,10 @@ impl EndpointSet {
     pub fn report_failure(&self, index: usize, why: &Error) {
         let fails = self.health[index].fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= self.options.max_fails.max(1) {
-            let until = Instant::now() + self.options.fail_timeout;
+            // A fail timeout too long for the clock keeps the endpoint down for good.
+            let until = Instant::now()
+                .checked_add(self.options.fail_timeout)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
             *self.health[index]
                 .down_until
                 .lock()

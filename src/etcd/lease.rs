@@ -47,7 +47,12 @@ impl Client {
         let k: WireKeepAlive = self
             .post("/lease/keepalive", &body, "(lease)", Replay::Safe)
             .await?;
-        let r = k.result.unwrap_or_default();
+        // A 200 without a result (an error inside the stream) is not "lease gone".
+        let r = k.result.ok_or_else(|| Error::Decode {
+            endpoint: String::new(),
+            key: "(lease)".into(),
+            reason: "keepalive answer without a result".into(),
+        })?;
         Ok(LeaseKeepAliveResponse {
             header: r.header,
             id: if r.id == 0 { id } else { r.id },

@@ -197,7 +197,7 @@ impl Health {
     pub fn record(&self, outcome: Outcome, t: &Thresholds) -> Option<bool> {
         let failure = |counter: &AtomicU32, limit: u32| {
             self.successes.store(0, Ordering::Relaxed);
-            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = counter.fetch_add(1, Ordering::Relaxed).saturating_add(1);
             (limit > 0 && n >= limit && self.healthy.swap(false, Ordering::Relaxed))
                 .then_some(false)
         };
@@ -206,7 +206,10 @@ impl Health {
                 for c in [&self.http_failures, &self.tcp_failures, &self.timeouts] {
                     c.store(0, Ordering::Relaxed);
                 }
-                let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = self
+                    .successes
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
                 (n >= t.successes.max(1) && !self.healthy.swap(true, Ordering::Relaxed))
                     .then_some(true)
             }

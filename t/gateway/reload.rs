@@ -124,6 +124,13 @@ fn dash_t_reports_config_errors() {
         "{text}"
     );
 
+    // A timeout too large for a Duration is an error, not a panic.
+    let huge =
+        format!("{GOOD}etcd:\n  endpoints: [\"http://127.0.0.1:1\"]\n  fail_timeout: 1e300\n");
+    let (ok, text) = portico_t(&huge, "routes: []\n");
+    assert!(!ok);
+    assert!(text.contains("etcd.fail_timeout"), "{text}");
+
     let (ok, text) = portico_t(GOOD, "routes:\n  - {id: x, uri: /x, priority: high}\n");
     assert!(!ok);
     assert!(

@@ -97,7 +97,8 @@ impl State {
                         }
                     };
                     let index = response.etcd_index.unwrap_or(response.node.modified_index);
-                    self.next = Some(index + 1);
+                    // At the end of the index space there is nothing to wait for: read again.
+                    self.next = index.checked_add(1);
                     self.backoff = FIRST_BACKOFF;
                     let resynced = std::mem::take(&mut self.resync);
                     return FollowEvent::Snapshot { response, resynced };
@@ -109,7 +110,7 @@ impl State {
                     };
                     match self.v2.wait(&self.dir, opts).await {
                         Ok(change) => {
-                            self.next = Some(change.node.modified_index + 1);
+                            self.next = change.node.modified_index.checked_add(1);
                             self.backoff = FIRST_BACKOFF;
                             return FollowEvent::Change(change);
                         }
