@@ -204,10 +204,9 @@ impl ProxyHttp for Gateway {
             match &target.upstream.pass_host {
                 PassHost::Rewrite(h) => h.clone(),
                 PassHost::Node => node.host.clone(),
-                PassHost::Pass => ctx
-                    .host_header
-                    .as_deref()
-                    .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_string())
+                // The host the router saw: port and IPv6 brackets removed.
+                PassHost::Pass => request_host(session.req_header())
+                    .map(|h| h.into_owned())
                     .unwrap_or_else(|| node.host.clone()),
             }
         } else {

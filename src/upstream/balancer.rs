@@ -48,6 +48,9 @@ impl Stats {
 /// How long a resolved host name is used before it is looked up again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
+/// How long a lookup may take (the system resolver has no limit of its own here).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One node of a balancer, with the state it shares with later versions of the upstream.
 #[derive(Debug)]
 pub struct NodeState {
@@ -71,13 +74,18 @@ impl NodeState {
                 return Ok(addr);
             }
         }
-        let looked_up = tokio::net::lookup_host((self.node.host.as_str(), self.node.port))
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", self.node.host))
-            .and_then(|mut a| {
-                a.next()
-                    .ok_or_else(|| format!("{} resolves to no address", self.node.host))
-            });
+        let lookup = tokio::net::lookup_host((self.node.host.as_str(), self.node.port));
+        let looked_up = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(r) => r.map_err(|e| format!("cannot resolve {}: {e}", self.node.host)),
+            Err(_) => Err(format!(
+                "cannot resolve {}: no answer in {RESOLVE_TIMEOUT:?}",
+                self.node.host
+            )),
+        };
+        let looked_up = looked_up.and_then(|mut a| {
+            a.next()
+                .ok_or_else(|| format!("{} resolves to no address", self.node.host))
+        });
         let mut slot = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         match (looked_up, cached) {
             (Ok(addr), _) => {
