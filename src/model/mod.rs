@@ -129,7 +129,14 @@ impl Resource {
         Ok(match kind {
             Kind::Route => Resource::Route(Box::new(Route::parse(value, fallback_id)?)),
             Kind::Service => Resource::Service(Service::parse(value, fallback_id)?),
-            Kind::Upstream => Resource::Upstream(Upstream::parse(value, fallback_id)?),
+            Kind::Upstream => {
+                // Inline upstreams have none; a top-level one without an id cannot be used.
+                let u = Upstream::parse(value, fallback_id)?;
+                if u.id.is_none() {
+                    return Err("property \"id\" is required".into());
+                }
+                Resource::Upstream(u)
+            }
             Kind::PluginConfig => Resource::PluginConfig(PluginConfig::parse(value, fallback_id)?),
             Kind::GlobalRule => Resource::GlobalRule(GlobalRule::parse(value, fallback_id)?),
             Kind::Consumer => Resource::Consumer(Consumer::parse(value, fallback_id)?),

@@ -243,18 +243,20 @@ fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> 
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after {
             "" => default_port,
-            p => p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(bad)?,
+            p => p.strip_prefix(':').and_then(nonzero_port).ok_or_else(bad)?,
         };
         return Ok((host.to_string(), port));
     }
     match s.rsplit_once(':') {
         Some((h, _)) if h.contains(':') => Ok((s.to_string(), default_port)), // bare IPv6
-        Some((h, p)) => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        Some((h, p)) => Ok((h.to_string(), nonzero_port(p).ok_or_else(bad)?)),
         None => Ok((s.to_string(), default_port)),
     }
+}
+
+/// A port from 1 to 65535, as the array form of `nodes` requires.
+fn nonzero_port(p: &str) -> Option<u16> {
+    p.parse().ok().filter(|p| *p > 0)
 }
 
 fn check_host(host: &str) -> Result<(), String> {
@@ -510,5 +512,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.timeout.unwrap().connect, Some(Duration::from_millis(500)));
+        // Port 0 is refused in the map form as in the array form.
+        assert!(Upstream::parse(&json!({"nodes": {"127.0.0.1:0": 1}}), None).is_err());
+        assert!(Upstream::parse(&json!({"nodes": {"[::1]:0": 1}}), None).is_err());
+        // A top-level upstream needs an id (an inline one does not).
+        let e = crate::model::Resource::parse(
+            crate::model::Kind::Upstream,
+            &json!({"nodes": {}}),
+            None,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("\"id\" is required"), "{e}");
     }
 }

@@ -31,8 +31,10 @@ impl YamlSource {
     /// Loads the file and publishes it; on failure keeps what is there. Returns whether it
     /// published.
     pub fn reload_from(&self, bytes: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(bytes);
-        match standalone::parse(&text) {
+        let parsed = std::str::from_utf8(bytes)
+            .map_err(|e| format!("not UTF-8 text: {e}"))
+            .and_then(standalone::parse);
+        match parsed {
             Ok(loaded) => {
                 let rejected = loaded.rejected.len();
                 let tables = self.store.publish(loaded.config, loaded.rejected);
