@@ -80,14 +80,6 @@ fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The CA certificates of `proxy.upstream_ca` (checked when the config was loaded).
-fn upstream_ca(config: &GatewayConfig) -> Option<portico::proxy::TrustedCa> {
-    let path = config.proxy.upstream_ca.as_ref()?;
-    let pem = std::fs::read(path).ok()?;
-    let certs = pingora_core::tls::x509::X509::stack_from_pem(&pem).ok()?;
-    Some(Arc::new(certs.into_boxed_slice()))
-}
-
 /// The etcd client described by `etcd:` in config.yaml.
 fn etcd_client(s: &EtcdSettings) -> Result<portico::etcd::Client, portico::etcd::Error> {
     use portico::etcd::{ClientOptions, HealthOptions, Pem, TlsOptions};
@@ -199,7 +191,11 @@ fn main() -> ExitCode {
     let pools = Arc::new(portico::upstream::keepalive::Pools::default());
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(store.clone(), upstream_ca(&config), pools.clone()),
+        Gateway::new(
+            store.clone(),
+            config.proxy.upstream_ca_certs.clone(),
+            pools.clone(),
+        ),
         "portico proxy",
     );
     for addr in &config.proxy.listen {

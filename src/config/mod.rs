@@ -36,6 +36,9 @@ pub struct ProxyConfig {
     /// CA certificates (PEM file) trusted for upstreams with `tls.verify: true`; the system's
     /// when unset.
     pub upstream_ca: Option<PathBuf>,
+    /// The certificates of `upstream_ca`, read and checked once when the config is loaded.
+    #[serde(skip)]
+    pub upstream_ca_certs: Option<std::sync::Arc<Box<[pingora_core::tls::x509::X509]>>>,
 }
 
 fn default_threads() -> usize {
@@ -215,7 +218,7 @@ impl GatewayConfig {
                     ca.display()
                 ))
             })?;
-            pingora_core::tls::x509::X509::stack_from_pem(&pem)
+            let certs = pingora_core::tls::x509::X509::stack_from_pem(&pem)
                 .ok()
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| {
@@ -224,6 +227,7 @@ impl GatewayConfig {
                         ca.display()
                     ))
                 })?;
+            config.proxy.upstream_ca_certs = Some(std::sync::Arc::new(certs.into_boxed_slice()));
         }
         if config.config.yaml.is_relative() {
             config.config.yaml = base.join(&config.config.yaml);
