@@ -17,3 +17,26 @@ http { access_log off; server { listen 127.0.0.1:$2; keepalive_requests 1000000;
 CONF
   nginx -c "$dir/$1.conf" -e "$dir/$1.err"
 }
+
+# Portico (release build, one thread) on $dir/apisix.yaml, proxy on $1, status on $2; waits
+# until it is ready, and fails (with its log) if it is not within 10 s. Pid in $dir/portico.pid.
+start_portico_yaml() {
+  cat > "$dir/config.yaml" <<CONF
+proxy:
+  listen: ["127.0.0.1:$1"]
+  threads: 1
+status:
+  listen: "127.0.0.1:$2"
+config:
+  provider: yaml
+  yaml: apisix.yaml
+CONF
+  RUST_LOG=warn ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
+  echo $! > "$dir/portico.pid"
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$2/status/ready" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "portico did not get ready:" >&2; cat "$dir/portico.log" >&2
+  return 1
+}

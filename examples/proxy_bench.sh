@@ -41,16 +41,6 @@ http {
   }
 }
 CONF
-cat > "$dir/config.yaml" <<CONF
-proxy:
-  listen: ["127.0.0.1:$PTC"]
-  threads: 1
-status:
-  listen: "127.0.0.1:$STATUS"
-config:
-  provider: yaml
-  yaml: apisix.yaml
-CONF
 cat > "$dir/apisix.yaml" <<CONF
 routes:
   - id: hello
@@ -62,9 +52,7 @@ CONF
 
 nginx_upstream upstream "$UP"
 nginx -c "$dir/proxy.conf" -e "$dir/proxy.err"
-RUST_LOG=warn ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
-echo $! > "$dir/portico.pid"
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null && break; sleep 0.1; done
+start_portico_yaml "$PTC" "$STATUS"
 
 # CPU seconds (user + system) used so far by the processes in $@.
 cpu() {

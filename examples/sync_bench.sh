@@ -47,7 +47,12 @@ CONF
   local t0; t0=$(date +%s.%N)
   RUST_LOG=${PORTICO_LOG:-warn} ./target/release/portico -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
   echo $! > "$dir/portico.pid"
-  until curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null; do sleep 0.01; done
+  local n=0
+  until curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null; do
+    n=$((n + 1))
+    [ "$n" -lt 12000 ] || { echo "portico not ready after 2 minutes:" >&2; cat "$dir/portico.log" >&2; exit 1; }
+    sleep 0.01
+  done
   READY=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
 }
 

@@ -20,16 +20,6 @@ U1=$(port); U2=$(port); U3=$(port); U4=$(port); PTC=$(port); STATUS=$(port)
 nginx_upstream u1 "$U1"; nginx_upstream u2 "$U2"; nginx_upstream u3 "$U3"; nginx_upstream u4 "$U4"
 NODES="\"127.0.0.1:$U1\": 1, \"127.0.0.1:$U2\": 1, \"127.0.0.1:$U3\": 1"
 CHECKS='checks: {active: {http_path: /, timeout: 0.5, healthy: {interval: 0.5, successes: 2}, unhealthy: {interval: 0.5, tcp_failures: 2}}, passive: {unhealthy: {tcp_failures: 1}}}'
-cat > "$dir/config.yaml" <<CONF
-proxy:
-  listen: ["127.0.0.1:$PTC"]
-  threads: 1
-status:
-  listen: "127.0.0.1:$STATUS"
-config:
-  provider: yaml
-  yaml: apisix.yaml
-CONF
 cat > "$dir/apisix.yaml" <<CONF
 routes:
   - {id: rr, uri: /roundrobin, upstream: {type: roundrobin, nodes: {$NODES}}}
@@ -40,9 +30,7 @@ routes:
   - {id: ka_size4, uri: /ka_size4, upstream: {keepalive_pool: {size: 4}, nodes: {"127.0.0.1:$U4": 1}}}
   - {id: kill, uri: /kill, upstream: {type: roundrobin, nodes: {$NODES}, $CHECKS}}
 CONF
-RUST_LOG=warn ./target/release/portico -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
-echo $! > "$dir/portico.pid"
-until curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null; do sleep 0.05; done
+start_portico_yaml "$PTC" "$STATUS"
 
 for b in roundrobin chash ewma least_conn; do
   wrk -t1 -c50 -d1s "http://127.0.0.1:$PTC/$b" >/dev/null

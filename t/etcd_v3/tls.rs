@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use portico::etcd::{Error, GetOptions, Pem, SetOptions};
 use serde_json::json;
 
@@ -134,5 +132,4 @@ async fn through_a_unix_socket() {
     );
     let mut w = c.watch("/uds", Default::default()).await.unwrap();
     crate::watch::next(&mut w).await;
-    let _keep: Arc<()> = Arc::new(());
 }

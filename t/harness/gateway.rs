@@ -194,10 +194,6 @@ impl Gateway {
         self.child = None;
         start.elapsed()
     }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
 }
 
 impl Drop for Gateway {

@@ -430,13 +430,7 @@ impl EtcdMember {
     }
 
     pub fn etcdctl_try(&self, args: &[&str]) -> Result<String, String> {
-        etcdctl_at(&self.url(), &self.config, args, None)
-    }
-
-    /// etcdctl with standard input (for `put` of values that start with `-`, or large values).
-    pub fn etcdctl_stdin(&self, args: &[&str], input: &[u8]) -> String {
-        etcdctl_at(&self.url(), &self.config, args, Some(input))
-            .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+        etcdctl_at(&self.url(), &self.config, args)
     }
 }
 
@@ -450,12 +444,7 @@ fn etcd_binary() -> String {
     std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
 }
 
-fn etcdctl_at(
-    endpoints: &str,
-    config: &EtcdConfig,
-    args: &[&str],
-    input: Option<&[u8]>,
-) -> Result<String, String> {
+fn etcdctl_at(endpoints: &str, config: &EtcdConfig, args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into()));
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -470,22 +459,11 @@ fn etcdctl_at(
     if let (true, Some(pw)) = (auth_on, &config.root_password) {
         cmd.arg(format!("--user=root:{pw}"));
     }
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
         .map_err(|e| format!("cannot run etcdctl: {e}"))?;
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -540,7 +518,7 @@ impl EtcdCluster {
             .filter(|m| m.is_running())
             .map(|m| m.url())
             .collect();
-        etcdctl_at(&urls.join(","), &self.members[0].config, args, None)
+        etcdctl_at(&urls.join(","), &self.members[0].config, args)
             .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
     }
 

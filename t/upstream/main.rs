@@ -434,7 +434,7 @@ fn keepalive_pool_size_per_peer() {
     burst("big");
     assert_eq!(a.open_connections(), 8);
     // Past the spare connections' grace, `size` stay open; the default (320) keeps all.
-    std::thread::sleep(Duration::from_millis(1600));
+    wait_until(Duration::from_secs(5), || a.open_connections() == 2);
     assert_eq!(a.open_connections(), 2, "keepalive_pool.size is 2");
     assert_eq!(b.open_connections(), 8, "the default size keeps all eight");
     // The gateway's own count agrees.
