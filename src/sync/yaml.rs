@@ -35,8 +35,13 @@ impl YamlSource {
             .map_err(|e| format!("not UTF-8 text: {e}"))
             .and_then(standalone::parse);
         match parsed {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
                 let rejected = loaded.rejected.len();
+                // As with etcd: an item that turned invalid keeps serving its last good version.
+                let previous = self.store.load();
+                for r in &loaded.rejected {
+                    loaded.config.keep_previous(&previous.config, r.kind, &r.id);
+                }
                 let tables = self.store.publish(loaded.config, loaded.rejected);
                 log::info!(
                     "{}: loaded {} routes ({} rejected items), version {}",

@@ -91,6 +91,43 @@ impl ConfigSet {
         }
     }
 
+    /// Keeps `previous`'s version of a resource that is missing here (it was rejected), so a
+    /// bad edit does not take a working resource out of service.
+    pub fn keep_previous(&mut self, previous: &ConfigSet, kind: Kind, id: &str) {
+        fn keep<K: Clone + std::hash::Hash + Eq, V: Clone>(
+            to: &mut ShardedMap<K, V>,
+            from: &ShardedMap<K, V>,
+            key: K,
+        ) {
+            if !to.contains_key(&key) {
+                if let Some(v) = from.get(&key) {
+                    to.insert(key, v.clone());
+                }
+            }
+        }
+        let Ok(key) = Id::parse_str(id) else {
+            // Consumers and credentials are keyed by name.
+            match kind {
+                Kind::Consumer => keep(&mut self.consumers, &previous.consumers, id.to_string()),
+                Kind::Credential => {
+                    keep(&mut self.credentials, &previous.credentials, id.to_string())
+                }
+                _ => {}
+            }
+            return;
+        };
+        match kind {
+            Kind::Route => keep(&mut self.routes, &previous.routes, key),
+            Kind::Service => keep(&mut self.services, &previous.services, key),
+            Kind::Upstream => keep(&mut self.upstreams, &previous.upstreams, key),
+            Kind::PluginConfig => keep(&mut self.plugin_configs, &previous.plugin_configs, key),
+            Kind::GlobalRule => keep(&mut self.global_rules, &previous.global_rules, key),
+            Kind::Ssl => keep(&mut self.ssls, &previous.ssls, key),
+            Kind::Consumer => keep(&mut self.consumers, &previous.consumers, id.to_string()),
+            Kind::Credential => keep(&mut self.credentials, &previous.credentials, id.to_string()),
+        }
+    }
+
     /// How many resources of each kind.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut c = BTreeMap::new();

@@ -55,6 +55,17 @@ fn reload_good_bad_and_partly_bad_files() {
     assert!(g.log().contains("route bad"), "{}", g.log());
     assert_eq!(status["counts"]["routes"], 2);
 
+    // A working route turned invalid keeps serving its last good version (as with etcd).
+    let text = format!(
+        "{}  - {{id: ok2, uri: /ok2, methods: [FETCH], upstream: {{nodes: {{\"{}\": 1}}}}}}\n",
+        one_route(&echo, "/v3").replace("#END\n", ""),
+        echo.addr()
+    );
+    g.update(&text);
+    let status = g.status();
+    assert_eq!(status["rejected"][0]["id"], "ok2", "{status}");
+    assert_eq!(g.get("/ok2", None).status, 200);
+
     // Environment substitution in the file.
     let with_env = one_route(&echo, "${{PORTICO_TEST_URI:=/from-env}}");
     g.update(&with_env);
