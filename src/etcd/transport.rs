@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::TcpKeepalive;
 use pingora_core::tls::pkey::PKey;
 use pingora_core::tls::x509::X509;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -190,7 +191,18 @@ impl Transport {
                     .ok_or_else(|| format!("unix socket path {} is not UTF-8", path.display()))?;
                 HttpPeer::new_uds(path, ep.tls, sni).map_err(|e| e.to_string())?
             }
-            _ => HttpPeer::new(self.resolve(index, ep).await?, ep.tls, sni),
+            _ => {
+                let mut peer = HttpPeer::new(self.resolve(index, ep).await?, ep.tls, sni);
+                // A member that vanished without a FIN (power loss, partition) ends a
+                // long-poll watch within about 45 s instead of never.
+                peer.options.tcp_keepalive = Some(TcpKeepalive {
+                    idle: Duration::from_secs(30),
+                    interval: Duration::from_secs(5),
+                    count: 3,
+                    user_timeout: Duration::ZERO,
+                });
+                peer
+            }
         };
         if ep.tls {
             peer.options.verify_cert = self.tls.verify;
