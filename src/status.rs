@@ -17,6 +17,14 @@ use tokio::net::TcpStream;
 use crate::tables::Store;
 use crate::upstream::keepalive::Pools;
 
+/// Seconds since the Unix epoch (0 when the clock is before it).
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// A view computed on demand (e.g. every key the etcd sync knows, with its revision).
 pub type View = Arc<dyn Fn() -> Value + Send + Sync>;
 
@@ -128,11 +136,7 @@ impl StatusApp {
             .collect();
         let mut source = self.source.snapshot();
         if let Some(at) = source.get("last_contact").and_then(Value::as_f64) {
-            let now = std::time::SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(at);
-            source["seconds_since_contact"] = json!((now - at).max(0.0));
+            source["seconds_since_contact"] = json!((now_secs() - at).max(0.0));
         }
         json!({
             "provider": self.source.provider,

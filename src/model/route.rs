@@ -22,10 +22,6 @@ impl Methods {
         METHODS.iter().position(|m| *m == method).map(|i| 1 << i)
     }
 
-    pub fn is_any(self) -> bool {
-        self.0 == 0
-    }
-
     pub fn allows(self, method: &str) -> bool {
         self.0 == 0 || Methods::bit(method).is_some_and(|b| self.0 & b != 0)
     }

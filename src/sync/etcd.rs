@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -150,14 +150,6 @@ pub struct EtcdSync {
     mirror: Arc<Mutex<Mirror>>,
     saved: Option<PathBuf>,
     watch_idle: Duration,
-    last_contact: Mutex<Option<Instant>>,
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// A growing, jittered, capped delay.
@@ -204,7 +196,6 @@ impl EtcdSync {
             mirror: Arc::new(Mutex::new(Mirror::default())),
             saved,
             watch_idle,
-            last_contact: Mutex::new(None),
         });
         let mirror = sync.mirror.clone();
         sync.status.set_keys_view(Arc::new(move || {
@@ -221,8 +212,8 @@ impl EtcdSync {
     }
 
     fn contact(&self, endpoint: Option<&str>) {
-        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        self.status.set("last_contact", json!(now_secs()));
+        self.status
+            .set("last_contact", json!(crate::status::now_secs()));
         if let Some(e) = endpoint {
             self.status.set("endpoint", json!(e));
         }

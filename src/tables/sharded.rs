@@ -69,17 +69,6 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
             .map(|(_, v)| v)
     }
 
-    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let hash = self.hash(key);
-        self.shards[self.shard_of(hash)]
-            .find(hash, |(k, _)| k.borrow() == key)
-            .map(|(k, v)| (k, v))
-    }
-
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,

@@ -68,12 +68,18 @@ impl NodeState {
         if let Ok(ip) = self.node.host.parse::<std::net::IpAddr>() {
             return Ok(std::net::SocketAddr::new(ip, self.node.port));
         }
-        let cached = *self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addr, at)) = cached {
-            if at.elapsed() < RESOLVE_EVERY {
-                return Ok(addr);
+        let cached = {
+            let mut slot = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            match *slot {
+                Some((addr, at)) if at.elapsed() < RESOLVE_EVERY => return Ok(addr),
+                // This request looks the name up again; the others meanwhile keep the address.
+                Some((addr, _)) => {
+                    *slot = Some((addr, Instant::now()));
+                    Some(addr)
+                }
+                None => None,
             }
-        }
+        };
         let lookup = tokio::net::lookup_host((self.node.host.as_str(), self.node.port));
         let looked_up = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
             Ok(r) => r.map_err(|e| format!("cannot resolve {}: {e}", self.node.host)),
@@ -86,16 +92,15 @@ impl NodeState {
             a.next()
                 .ok_or_else(|| format!("{} resolves to no address", self.node.host))
         });
-        let mut slot = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         match (looked_up, cached) {
             (Ok(addr), _) => {
-                *slot = Some((addr, Instant::now()));
+                *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((addr, Instant::now()));
                 Ok(addr)
             }
-            (Err(e), Some((addr, _))) => {
+            // Kept for another RESOLVE_EVERY (stamped above), not looked up on every request.
+            (Err(e), Some(addr)) => {
                 log::warn!("{e}; keeping its last address {addr}");
-                // Try again later, not on every request.
-                *slot = Some((addr, Instant::now()));
                 Ok(addr)
             }
             (Err(e), None) => Err(e),
