@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portico::model::Route;
-use portico::router::vars::VarLookup;
 use portico::router::{Request, RouteEntry, Router};
+use portico::vars::VarLookup;
 use serde_json::json;
 
 struct NoVars;
@@ -73,6 +73,7 @@ fn bench(n: usize) {
         .map(|i| {
             let route = Route::parse(&route_json(i), None).expect("valid route");
             Arc::new(RouteEntry {
+                chain: Default::default(),
                 hosts: route.hosts.clone(),
                 route: Arc::new(route),
                 seq: i as u64,

@@ -132,7 +132,15 @@ impl StatusApp {
         let rejected: Vec<Value> = tables
             .rejected
             .iter()
+            .chain(tables.conflicts.iter())
             .map(|r| json!({"kind": r.kind.dir(), "id": r.id, "error": r.message}))
+            .collect();
+        // Loud: a rejected global rule means every request goes without its plugins.
+        let global_rejected: Vec<Value> = tables
+            .rejected
+            .iter()
+            .filter(|r| r.kind == crate::model::Kind::GlobalRule)
+            .map(|r| json!({"id": r.id, "error": r.message}))
             .collect();
         let mut source = self.source.snapshot();
         if let Some(at) = source.get("last_contact").and_then(Value::as_f64) {
@@ -149,6 +157,8 @@ impl StatusApp {
             "counts": tables.config.counts(),
             "routes_enabled": tables.router.len(),
             "rejected": rejected,
+            "global_rules_rejected": global_rejected,
+            "plugins": crate::plugin::registry().enabled_names().collect::<Vec<_>>(),
         })
     }
 }

@@ -20,6 +20,9 @@ pub struct GatewayConfig {
     pub config: SourceConfig,
     /// Needed with `config.provider: etcd`.
     pub etcd: Option<EtcdSettings>,
+    /// The plugins that run (APISIX's `plugins:` list); all that Portico has when absent. A
+    /// resource using one left out is served without it, with a warning, as in APISIX.
+    pub plugins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -84,6 +84,7 @@ pub fn parse(text: &str) -> Result<Loaded, String> {
         };
         let mut seen = std::collections::HashSet::new();
         let mut unique = Vec::with_capacity(items.len());
+        let mut credentials = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let id = item
                 .get("id")
@@ -101,11 +102,27 @@ pub fn parse(text: &str) -> Result<Loaded, String> {
                     continue;
                 }
             }
-            unique.push((None, item));
+            // As in APISIX's standalone file, a consumer item whose id is
+            // `<username>/credentials/<id>` is a credential of that consumer.
+            let credential = (kind == Kind::Consumer)
+                .then(|| id.as_deref().and_then(|i| i.split_once("/credentials/")))
+                .flatten()
+                .map(|(user, cred)| format!("{user}/{cred}"));
+            match credential {
+                Some(c) => credentials.push((Some(c), item)),
+                None => unique.push((None, item)),
+            }
         }
         load_items(
             kind,
             unique,
+            &mut loaded.config,
+            &mut loaded.rejected,
+            &mut seq,
+        );
+        load_items(
+            Kind::Credential,
+            std::mem::take(&mut credentials),
             &mut loaded.config,
             &mut loaded.rejected,
             &mut seq,

@@ -12,8 +12,8 @@ mod route;
 mod upstream;
 
 pub use id::Id;
-pub use plugins::{is_known_plugin, Plugins};
-pub use resources::{Consumer, Credential, GlobalRule, PluginConfig, Service, Ssl};
+pub use plugins::Plugins;
+pub use resources::{Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl};
 pub use route::{Methods, Route};
 pub use upstream::{
     cert_key, BalancerKind, KeepalivePool, Node, PassHost, Scheme, Timeout, Upstream, UpstreamTls,
@@ -30,6 +30,7 @@ pub enum Kind {
     PluginConfig,
     GlobalRule,
     Consumer,
+    ConsumerGroup,
     /// A consumer's credential (`consumers/<username>/credentials/<id>`), id `username/id`.
     Credential,
     Ssl,
@@ -37,13 +38,14 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds with their own top-level directory (credentials live under consumers).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Route,
         Kind::Service,
         Kind::Upstream,
         Kind::PluginConfig,
         Kind::GlobalRule,
         Kind::Consumer,
+        Kind::ConsumerGroup,
         Kind::Ssl,
     ];
 
@@ -56,6 +58,7 @@ impl Kind {
             Kind::PluginConfig => "plugin_configs",
             Kind::GlobalRule => "global_rules",
             Kind::Consumer => "consumers",
+            Kind::ConsumerGroup => "consumer_groups",
             Kind::Credential => "credentials",
             Kind::Ssl => "ssls",
         }
@@ -74,6 +77,7 @@ impl Kind {
             Kind::PluginConfig => "plugin_config",
             Kind::GlobalRule => "global_rule",
             Kind::Consumer => "consumer",
+            Kind::ConsumerGroup => "consumer_group",
             Kind::Credential => "credential",
             Kind::Ssl => "ssl",
         }
@@ -114,11 +118,26 @@ pub enum Resource {
     PluginConfig(PluginConfig),
     GlobalRule(GlobalRule),
     Consumer(Consumer),
+    ConsumerGroup(ConsumerGroup),
     Credential(Credential),
     Ssl(Ssl),
 }
 
 impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Route(_) => Kind::Route,
+            Resource::Service(_) => Kind::Service,
+            Resource::Upstream(_) => Kind::Upstream,
+            Resource::PluginConfig(_) => Kind::PluginConfig,
+            Resource::GlobalRule(_) => Kind::GlobalRule,
+            Resource::Consumer(_) => Kind::Consumer,
+            Resource::ConsumerGroup(_) => Kind::ConsumerGroup,
+            Resource::Credential(_) => Kind::Credential,
+            Resource::Ssl(_) => Kind::Ssl,
+        }
+    }
+
     /// Parses and validates one resource of `kind` from APISIX's JSON. `fallback_id` is the id
     /// taken from the etcd key (or a YAML position) when the JSON has none.
     pub fn parse(
@@ -140,6 +159,9 @@ impl Resource {
             Kind::PluginConfig => Resource::PluginConfig(PluginConfig::parse(value, fallback_id)?),
             Kind::GlobalRule => Resource::GlobalRule(GlobalRule::parse(value, fallback_id)?),
             Kind::Consumer => Resource::Consumer(Consumer::parse(value, fallback_id)?),
+            Kind::ConsumerGroup => {
+                Resource::ConsumerGroup(ConsumerGroup::parse(value, fallback_id)?)
+            }
             Kind::Credential => Resource::Credential(Credential::parse(value, fallback_id)?),
             Kind::Ssl => Resource::Ssl(Ssl::parse(value, fallback_id)?),
         })

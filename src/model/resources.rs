@@ -7,6 +7,7 @@ use super::id::Id;
 use super::plugins::Plugins;
 use super::route::{parse_hosts, parse_id, parse_ref};
 use super::upstream::Upstream;
+use crate::plugin::Scope;
 
 /// Defaults that routes referring to the service inherit.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ impl Service {
         let o = Obj::new(value)?;
         Ok(Service {
             id: parse_id(&o, fallback_id)?,
-            plugins: Plugins::parse(o.get("plugins"))?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::Route)?,
             upstream: o
                 .get("upstream")
                 .map(|u| Upstream::parse(u, None).map_err(|e| failed("upstream", e)))
@@ -48,7 +49,7 @@ pub struct PluginConfig {
 impl PluginConfig {
     pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<PluginConfig, String> {
         let o = Obj::new(value)?;
-        let plugins = Plugins::parse(o.get("plugins"))?;
+        let plugins = Plugins::parse(o.get("plugins"), Scope::Route)?;
         if !o.has("plugins") {
             return Err("property \"plugins\" is required".into());
         }
@@ -74,7 +75,27 @@ impl GlobalRule {
         }
         Ok(GlobalRule {
             id: parse_id(&o, fallback_id)?,
-            plugins: Plugins::parse(o.get("plugins"))?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::GlobalRule)?,
+        })
+    }
+}
+
+/// Plugins shared by the consumers of a group (a consumer's own plugin of the same name wins).
+#[derive(Debug, Clone)]
+pub struct ConsumerGroup {
+    pub id: Id,
+    pub plugins: Plugins,
+}
+
+impl ConsumerGroup {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<ConsumerGroup, String> {
+        let o = Obj::new(value)?;
+        if !o.has("plugins") {
+            return Err("property \"plugins\" is required".into());
+        }
+        Ok(ConsumerGroup {
+            id: parse_id(&o, fallback_id)?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::Route)?,
         })
     }
 }
@@ -85,6 +106,8 @@ pub struct Consumer {
     pub username: String,
     pub plugins: Plugins,
     pub group_id: Option<Id>,
+    /// `labels.custom_id`, sent upstream as `X-Consumer-Custom-ID`.
+    pub custom_id: Option<String>,
 }
 
 impl Consumer {
@@ -108,8 +131,13 @@ impl Consumer {
         }
         Ok(Consumer {
             username,
-            plugins: Plugins::parse(o.get("plugins"))?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::Consumer)?,
             group_id: parse_ref(&o, "group_id")?,
+            custom_id: o
+                .get("labels")
+                .and_then(|l| l.get("custom_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -129,12 +157,16 @@ impl Credential {
         let (consumer, id) = fallback_id
             .and_then(|f| f.split_once('/'))
             .ok_or("a credential is named consumers/<username>/credentials/<id>")?;
-        let id = match o.get("id") {
+        // The standalone file names a credential `<username>/credentials/<id>` in `id`.
+        let own_id = o
+            .get("id")
+            .filter(|v| !v.as_str().is_some_and(|s| s.contains("/credentials/")));
+        let id = match own_id {
             Some(v) => Id::parse(v).map_err(|e| failed("id", e))?,
             None => Id::parse_str(id)?,
         };
-        let plugins = Plugins::parse(o.get("plugins"))?;
-        if plugins.0.len() != 1 {
+        let plugins = Plugins::parse(o.get("plugins"), Scope::Credential)?;
+        if o.get("plugins").and_then(Value::as_object).map(|m| m.len()) != Some(1) {
             return Err(failed(
                 "plugins",
                 "a credential holds exactly one auth plugin",

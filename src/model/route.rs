@@ -7,7 +7,7 @@ use super::id::Id;
 use super::plugins::Plugins;
 use super::upstream::{Timeout, Upstream};
 use crate::net::Cidr;
-use crate::router::vars::Vars;
+use crate::vars::Vars;
 
 /// A set of HTTP methods; empty means any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,7 +152,7 @@ impl Route {
             methods,
             priority: o.int("priority")?.unwrap_or(0),
             vars,
-            plugins: Plugins::parse(o.get("plugins"))?,
+            plugins: Plugins::parse(o.get("plugins"), crate::plugin::Scope::Route)?,
             plugin_config_id: parse_ref(&o, "plugin_config_id")?,
             upstream,
             upstream_id: parse_ref(&o, "upstream_id")?,

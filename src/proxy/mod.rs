@@ -1,6 +1,7 @@
-//! The Pingora proxy: match a route in the current tables, pick a node, forward.
+//! The Pingora proxy: match a route in the current tables, run its plugins, pick a node,
+//! forward.
 
-pub mod request;
+mod respond;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -15,13 +16,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::model::{BalancerKind, Node, PassHost, Upstream};
-use crate::router::vars::VarLookup;
+use crate::plugin::{Chain, Cx, Phase, RequestState};
 use crate::router::{Request, RouteEntry};
 use crate::tables::{Store, Target};
 use crate::upstream::health::{Checks, Outcome};
 use crate::upstream::keepalive::{Lease, Pools};
 use crate::upstream::NodeState;
-use request::{normalize_path, request_host, RequestVars};
+use crate::vars::request::{normalize_path, request_host, RequestVars};
+use crate::vars::VarLookup;
 
 /// APISIX's default when no timeout is configured.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,6 +71,84 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     /// The original Host header, for `pass_host: pass` and X-Forwarded-Host.
     host_header: Option<String>,
+    /// The global rules' plugins (when there are any); the route's are in `plugins.route`.
+    global: Option<Arc<Chain>>,
+    /// What the plugins know of this request (consumer, route chain, their own values).
+    plugins: RequestState,
+    /// Request body bytes read so far (for `client-control`).
+    body_read: u64,
+}
+
+/// The consumer headers only the gateway sets: a client never claims to be a consumer.
+const CONSUMER_HEADERS: [&str; 3] = [
+    "X-Consumer-Username",
+    "X-Credential-Identifier",
+    "X-Consumer-Custom-ID",
+];
+
+impl Ctx {
+    /// Runs `f` on the global chain, then on the route's.
+    fn each_chain(&mut self, session: &mut Session, mut f: impl FnMut(&Chain, &mut Cx<'_>)) {
+        let global = self.global.clone();
+        let route = self.plugins.route.clone().filter(|r| !r.is_empty());
+        if global.is_none() && route.is_none() {
+            return;
+        }
+        let mut cx = Cx {
+            session,
+            state: &mut self.plugins,
+        };
+        for chain in [global, route].into_iter().flatten() {
+            f(&chain, &mut cx);
+        }
+    }
+
+    fn header_filters(&mut self, session: &mut Session, resp: &mut ResponseHeader) {
+        self.each_chain(session, |c, cx| c.header_filter(cx, resp));
+    }
+
+    fn body_filters(&mut self, session: &mut Session, body: &mut Option<Bytes>, end: bool) {
+        self.each_chain(session, |c, cx| c.body_filter(cx, body, end));
+    }
+
+    /// APISIX's order: global rewrite, route rewrite, (the consumer's plugins join), global
+    /// access, route access. The first answer ends the request.
+    async fn run_request_phases(&mut self, session: &mut Session) -> Option<crate::plugin::Answer> {
+        let global = self.global.clone();
+        let mut cx = Cx {
+            session,
+            state: &mut self.plugins,
+        };
+        if let Some(g) = &global {
+            if let Some(a) = g.run(Phase::Rewrite, &mut cx).await {
+                return Some(a);
+            }
+        }
+        if let Some(route) = cx.state.route.clone() {
+            if let Some(a) = route.run(Phase::Rewrite, &mut cx).await {
+                return Some(a);
+            }
+            let consumer = cx.state.consumer.as_ref().map(|c| c.plugins.clone());
+            if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
+                let merged = Arc::new(route.with_consumer(&consumer));
+                cx.state.route = Some(merged.clone());
+                if let Some(a) = merged.run(Phase::ConsumerRewrite, &mut cx).await {
+                    return Some(a);
+                }
+            }
+        }
+        if let Some(g) = &global {
+            if let Some(a) = g.run(Phase::Access, &mut cx).await {
+                return Some(a);
+            }
+        }
+        if let Some(route) = cx.state.route.clone() {
+            if let Some(a) = route.run(Phase::Access, &mut cx).await {
+                return Some(a);
+            }
+        }
+        None
+    }
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -83,17 +163,6 @@ fn server_port(session: &Session) -> Option<u16> {
         .server_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.port())
-}
-
-/// Answers `{"error_msg": …}` with `status`, keeping the connection usable.
-async fn respond_json(session: &mut Session, status: u16, message: &str) -> Result<()> {
-    let body = Bytes::from(serde_json::json!({ "error_msg": message }).to_string());
-    let mut resp = ResponseHeader::build(status, Some(3))?;
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("Server", "portico")?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
 }
 
 fn http_error(status: u16, why: String) -> Box<Error> {
@@ -117,43 +186,90 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let tables = self.store.load();
         let ip = client_ip(session);
-        let req = session.req_header();
-        let path = normalize_path(req.uri.path());
-        let host = request_host(req);
-        let vars = request_vars(session, &path, host.as_deref(), ip);
-        let found = tables.router.find(&Request {
-            host: host.as_deref(),
-            path: &path,
-            method: req.method.as_str(),
-            remote_addr: ip,
-            vars: &vars,
-        });
-        let Some(entry) = found.cloned() else {
-            respond_json(session, 404, "404 Route Not Found").await?;
+        let found = {
+            let req = session.req_header();
+            let path = normalize_path(req.uri.path());
+            let host = request_host(req);
+            let vars = request_vars(session, &path, host.as_deref(), ip);
+            tables
+                .router
+                .find(&Request {
+                    host: host.as_deref(),
+                    path: &path,
+                    method: req.method.as_str(),
+                    remote_addr: ip,
+                    vars: &vars,
+                })
+                .cloned()
+        };
+        ctx.client_ip = ip;
+        ctx.plugins.client_ip = ip;
+        let global = tables.global_chain();
+        ctx.global = (!global.is_empty()).then(|| global.clone());
+        ctx.plugins.consumers = tables.consumers().clone();
+        let req = session.req_header_mut();
+        for h in CONSUMER_HEADERS {
+            if req.headers.contains_key(h) {
+                req.remove_header(h);
+            }
+        }
+        let Some(entry) = found else {
+            // Global rules run for requests no route takes too (a global limit counts 404s).
+            let answer = match ctx.run_request_phases(session).await {
+                Some(a) => a,
+                None => respond::no_route(),
+            };
+            respond::send(session, ctx, answer).await?;
             return Ok(true);
         };
-        let target = match tables.target(&entry) {
-            Ok(t) => t,
-            Err(why) => {
-                log::error!("{}", why.message);
-                let text = match why.status {
-                    404 => "404 Route Not Found".to_string(),
-                    503 => "503 Service Unavailable".to_string(),
-                    s => format!("{s} Bad Gateway"),
-                };
-                respond_json(session, why.status, &text).await?;
-                return Ok(true);
-            }
-        };
-        ctx.host_header = req
+        // A missing service or plugin_config is known before the plugins run; the upstream is
+        // looked up after them (a redirect or a mock needs none).
+        if let Err(why) = tables.check_refs(&entry) {
+            log::error!("{}", why.message);
+            respond::send(session, ctx, respond::unroutable(&why)).await?;
+            return Ok(true);
+        }
+        ctx.plugins.route = Some(entry.chain.clone());
+        // The Host the client sent (X-Forwarded-Host), before a plugin rewrites it.
+        ctx.host_header = session
+            .req_header()
             .headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        ctx.client_ip = ip;
+        if let Some(answer) = ctx.run_request_phases(session).await {
+            respond::send(session, ctx, answer).await?;
+            return Ok(true);
+        }
+        // `real-ip` may have found the client behind a trusted proxy.
+        ctx.client_ip = ctx.plugins.client_ip;
+        let target = match tables.target(&entry) {
+            Ok(t) => t,
+            Err(why) => {
+                log::error!("{}", why.message);
+                respond::send(session, ctx, respond::unroutable(&why)).await?;
+                return Ok(true);
+            }
+        };
         ctx.route = Some(entry);
         ctx.target = Some(Arc::new(target));
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(b)) = (ctx.plugins.body_limit, body.as_ref()) {
+            ctx.body_read += b.len() as u64;
+            if ctx.body_read > limit {
+                return Err(http_error(413, format!("request body above {limit} bytes")));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -302,6 +418,7 @@ impl ProxyHttp for Gateway {
         if ctx.close_upstream && !up.headers.contains_key(http::header::UPGRADE) {
             up.insert_header(http::header::CONNECTION, "close")?;
         }
+        ctx.each_chain(session, |c, cx| c.before_proxy(cx, up));
         Ok(())
     }
 
@@ -388,6 +505,28 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.plugins.status = resp.status.as_u16();
+        ctx.header_filters(session, resp);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        ctx.body_filters(session, body, end_of_stream);
+        Ok(None)
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -412,7 +551,8 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.each_chain(session, |c, cx| c.log(cx));
         if let Some((node, _)) = ctx.current.take() {
             node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
@@ -446,8 +586,8 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
-        if code > 0 {
-            let _ = session.respond_error(code).await;
+        if code > 0 && session.response_written().is_none() {
+            let _ = respond::send(session, ctx, crate::plugin::Answer::status(code)).await;
         }
         FailToProxy {
             error_code: code,

@@ -7,15 +7,14 @@
 //! probes and one walk of the path, whatever the number of routes.
 
 mod radix;
-pub mod vars;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::{Methods, Route};
 use crate::tables::sharded::ShardedMap;
+use crate::vars::VarLookup;
 use radix::PrefixTree;
-use vars::VarLookup;
 
 /// A route as the router files it: the route, and the hosts it answers for (its own, or its
 /// service's when it has none).
@@ -25,6 +24,8 @@ pub struct RouteEntry {
     pub hosts: Vec<String>,
     /// Insertion order: the last tie-breaker.
     pub seq: u64,
+    /// The route's plugins merged with its service's and plugin_config's, in running order.
+    pub chain: Arc<crate::plugin::Chain>,
 }
 
 /// What the router looks at in a request.
@@ -391,6 +392,7 @@ mod tests {
     fn entry(seq: u64, v: serde_json::Value) -> Arc<RouteEntry> {
         let route = Route::parse(&v, None).unwrap();
         Arc::new(RouteEntry {
+            chain: Default::default(),
             hosts: route.hosts.clone(),
             route: Arc::new(route),
             seq,

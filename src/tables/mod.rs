@@ -12,9 +12,10 @@ use arc_swap::ArcSwap;
 pub mod sharded;
 
 use crate::model::{
-    Consumer, Credential, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource, Route, Service,
-    Ssl, Timeout, Upstream,
+    Consumer, ConsumerGroup, Credential, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource,
+    Route, Service, Ssl, Timeout, Upstream,
 };
+use crate::plugin::{Built, Chain, ConsumerIndex, ConsumerMatch};
 use crate::router::{RouteEntry, Router};
 use crate::upstream::Balancer;
 use sharded::ShardedMap;
@@ -44,6 +45,7 @@ pub struct ConfigSet {
     pub plugin_configs: ShardedMap<Id, Loaded<PluginConfig>>,
     pub global_rules: ShardedMap<Id, Loaded<GlobalRule>>,
     pub consumers: ShardedMap<String, Loaded<Consumer>>,
+    pub consumer_groups: ShardedMap<Id, Loaded<ConsumerGroup>>,
     /// By `username/id`.
     pub credentials: ShardedMap<String, Loaded<Credential>>,
     pub ssls: ShardedMap<Id, Loaded<Ssl>>,
@@ -80,6 +82,9 @@ impl ConfigSet {
             }
             Resource::Consumer(c) => {
                 self.consumers.insert(c.username.clone(), loaded(seq, c));
+            }
+            Resource::ConsumerGroup(g) => {
+                self.consumer_groups.insert(g.id.clone(), loaded(seq, g));
             }
             Resource::Credential(c) => {
                 self.credentials
@@ -122,6 +127,7 @@ impl ConfigSet {
             Kind::Upstream => keep(&mut self.upstreams, &previous.upstreams, key),
             Kind::PluginConfig => keep(&mut self.plugin_configs, &previous.plugin_configs, key),
             Kind::GlobalRule => keep(&mut self.global_rules, &previous.global_rules, key),
+            Kind::ConsumerGroup => keep(&mut self.consumer_groups, &previous.consumer_groups, key),
             Kind::Ssl => keep(&mut self.ssls, &previous.ssls, key),
             Kind::Consumer => keep(&mut self.consumers, &previous.consumers, id.to_string()),
             Kind::Credential => keep(&mut self.credentials, &previous.credentials, id.to_string()),
@@ -137,6 +143,7 @@ impl ConfigSet {
         c.insert(Kind::PluginConfig.dir(), self.plugin_configs.len());
         c.insert(Kind::GlobalRule.dir(), self.global_rules.len());
         c.insert(Kind::Consumer.dir(), self.consumers.len());
+        c.insert(Kind::ConsumerGroup.dir(), self.consumer_groups.len());
         c.insert(Kind::Credential.dir(), self.credentials.len());
         c.insert(Kind::Ssl.dir(), self.ssls.len());
         c
@@ -179,8 +186,17 @@ pub struct Tables {
     pub router: Router,
     /// The entries filed in the router, by route id (to take them out again).
     entries: ShardedMap<Id, Arc<RouteEntry>>,
-    /// Routes by the service they use (to re-file them when the service's hosts change).
+    /// Routes by the service they use (to re-file them when the service's hosts or plugins
+    /// change).
     service_routes: ShardedMap<Id, Arc<BTreeSet<Id>>>,
+    /// Routes by the plugin_config they use (to recompile their chains when it changes).
+    plugin_config_routes: ShardedMap<Id, Arc<BTreeSet<Id>>>,
+    /// The global rules' plugins: they run for every request, each phase before the route's.
+    global: Arc<Chain>,
+    /// Consumers by the credential of each auth plugin.
+    consumers: Arc<ConsumerIndex>,
+    /// Resources that are valid alone but conflict with another (a key two consumers share).
+    pub conflicts: Arc<Vec<Invalid>>,
     /// Balancers by upstream name (see [`Target::upstream_name`]).
     balancers: ShardedMap<String, BalancerSlot>,
     /// Items that failed validation, with their errors.
@@ -224,6 +240,8 @@ impl Tables {
                 );
             }
         }
+        tables.rebuild_global();
+        tables.rebuild_consumers();
         let mut routes: Vec<&Loaded<Route>> = config.routes.values().collect();
         routes.sort_by_key(|r| r.seq);
         for r in routes {
@@ -250,12 +268,141 @@ impl Tables {
     }
 
     fn apply_all(&mut self, changes: Vec<Change>, previous: Option<&Tables>) {
+        let (mut global, mut consumers) = (false, false);
         for change in changes {
+            let kind = match &change {
+                Change::Put { resource, .. } => resource.kind(),
+                Change::Delete { kind, .. } => *kind,
+            };
+            global |= kind == Kind::GlobalRule;
+            consumers |= matches!(
+                kind,
+                Kind::Consumer | Kind::Credential | Kind::ConsumerGroup
+            );
             match change {
                 Change::Put { seq, resource } => self.put(seq, *resource, previous),
                 Change::Delete { kind, id } => self.delete(kind, &id),
             }
         }
+        if global {
+            self.rebuild_global();
+        }
+        if consumers {
+            self.rebuild_consumers();
+        }
+    }
+
+    /// The global rules' chains, in id order.
+    fn rebuild_global(&mut self) {
+        let mut rules: Vec<(&Id, &Loaded<GlobalRule>)> = self.config.global_rules.iter().collect();
+        rules.sort_by(|a, b| a.0.cmp(b.0));
+        let chains: Vec<Chain> = rules
+            .into_iter()
+            .map(|(_, g)| Chain::build([&g.item.plugins.0]))
+            .collect();
+        self.global = Arc::new(Chain::concat(&chains));
+    }
+
+    /// Files every consumer under the credentials of its auth plugins (its own, and those of
+    /// its credentials). A credential another consumer already holds is a conflict of the one
+    /// loaded later, which is then not found by it.
+    fn rebuild_consumers(&mut self) {
+        let mut index = ConsumerIndex::default();
+        let mut conflicts = Vec::new();
+        // (seq, consumer, credential id, plugins)
+        let mut sources: Vec<(u64, Arc<Consumer>, Option<&Credential>)> = Vec::new();
+        for c in self.config.consumers.values() {
+            sources.push((c.seq, c.item.clone(), None));
+        }
+        for cred in self.config.credentials.values() {
+            match self.config.consumers.get(&cred.item.consumer) {
+                Some(c) => sources.push((cred.seq, c.item.clone(), Some(&*cred.item))),
+                None => log::warn!(
+                    "credential {}/{}: consumer {} not found; the credential is not used",
+                    cred.item.consumer,
+                    cred.item.id,
+                    cred.item.consumer
+                ),
+            }
+        }
+        sources.sort_by_key(|s| s.0);
+        for c in self.config.consumers.values() {
+            // As `anonymous_consumer`: no credential, no custom id (APISIX maps neither).
+            let consumer = &c.item;
+            index.insert_name(Arc::new(ConsumerMatch {
+                username: consumer.username.clone(),
+                credential_id: None,
+                custom_id: None,
+                group_id: consumer.group_id.as_ref().map(|g| g.to_string()),
+                plugins: Arc::new(self.consumer_chain(consumer)),
+                auth: Arc::new(()),
+            }));
+        }
+        for (_, consumer, credential) in sources {
+            let plugins = Arc::new(self.consumer_chain(&consumer));
+            let auths = credential.map_or(&consumer.plugins, |c| &c.plugins);
+            for (name, conf) in &auths.0 {
+                let Built::Credential(auth) = &conf.built else {
+                    continue;
+                };
+                if conf.meta.disable {
+                    continue;
+                }
+                let found = Arc::new(ConsumerMatch {
+                    username: consumer.username.clone(),
+                    credential_id: credential.map(|c| c.id.to_string()),
+                    custom_id: consumer.custom_id.clone(),
+                    group_id: consumer.group_id.as_ref().map(|g| g.to_string()),
+                    plugins: plugins.clone(),
+                    auth: auth.data.clone(),
+                });
+                if let Err(e) = index.insert(name, auth.lookup.clone(), found) {
+                    let (kind, id) = match credential {
+                        Some(c) => (Kind::Credential, format!("{}/{}", c.consumer, c.id)),
+                        None => (Kind::Consumer, consumer.username.clone()),
+                    };
+                    let invalid = Invalid {
+                        kind,
+                        id,
+                        message: e,
+                    };
+                    log::error!("{invalid}");
+                    conflicts.push(invalid);
+                }
+            }
+        }
+        self.consumers = Arc::new(index);
+        self.conflicts = Arc::new(conflicts);
+    }
+
+    /// A consumer's plugins over its group's.
+    fn consumer_chain(&self, consumer: &Consumer) -> Chain {
+        let group = consumer
+            .group_id
+            .as_ref()
+            .and_then(|g| self.config.consumer_groups.get(g));
+        if let (Some(id), None) = (&consumer.group_id, group) {
+            log::warn!(
+                "consumer {}: consumer group {id} not found",
+                consumer.username
+            );
+        }
+        let mut layers = Vec::new();
+        if let Some(g) = group {
+            layers.push(&g.item.plugins.0);
+        }
+        layers.push(&consumer.plugins.0);
+        Chain::build(layers)
+    }
+
+    /// The global rules' plugins.
+    pub fn global_chain(&self) -> &Arc<Chain> {
+        &self.global
+    }
+
+    /// Consumers by credential.
+    pub fn consumers(&self) -> &Arc<ConsumerIndex> {
+        &self.consumers
     }
 
     /// Keeps the balancer of `name` when its nodes did not change, else makes a new one.
@@ -321,13 +468,39 @@ impl Tables {
         } else {
             route.hosts.clone()
         };
+        let chain = Arc::new(self.route_chain(&route));
         let entry = Arc::new(RouteEntry {
             route,
             hosts,
             seq: loaded.seq,
+            chain,
         });
         self.router.add(&entry);
         self.entries.insert(entry.route.id.clone(), entry);
+    }
+
+    /// A route's plugins over its plugin_config's over its service's (APISIX's precedence).
+    fn route_chain(&self, route: &Route) -> Chain {
+        let service = route
+            .service_id
+            .as_ref()
+            .and_then(|id| self.config.services.get(id));
+        let plugin_config = route
+            .plugin_config_id
+            .as_ref()
+            .and_then(|id| self.config.plugin_configs.get(id));
+        let mut layers = Vec::new();
+        if let Some(s) = service {
+            layers.push(&s.item.plugins.0);
+        }
+        if let Some(p) = plugin_config {
+            layers.push(&p.item.plugins.0);
+        }
+        layers.push(&route.plugins.0);
+        let mut chain = Chain::build(layers);
+        chain.route_id = Some(route.id.to_string());
+        chain.service_id = route.service_id.as_ref().map(|s| s.to_string());
+        chain
     }
 
     fn unfile_route(&mut self, id: &Id) {
@@ -337,21 +510,7 @@ impl Tables {
     }
 
     fn link_service(&mut self, service: &Id, route: &Id, linked: bool) {
-        let mut set = self
-            .service_routes
-            .get(service)
-            .map(|s| (**s).clone())
-            .unwrap_or_default();
-        if linked {
-            set.insert(route.clone());
-        } else {
-            set.remove(route);
-        }
-        if set.is_empty() {
-            self.service_routes.remove(service);
-        } else {
-            self.service_routes.insert(service.clone(), Arc::new(set));
-        }
+        link(&mut self.service_routes, service, route, linked);
     }
 
     fn put_route(&mut self, loaded: Loaded<Route>, previous: Option<&Tables>) {
@@ -369,6 +528,9 @@ impl Tables {
         if let Some(service) = &loaded.item.service_id {
             self.link_service(service, &id, true);
         }
+        if let Some(pc) = &loaded.item.plugin_config_id {
+            link(&mut self.plugin_config_routes, pc, &id, true);
+        }
         self.config.routes.insert(id, loaded.clone());
         self.file_route(&loaded);
     }
@@ -382,21 +544,34 @@ impl Tables {
             if let Some(service) = &old.item.service_id {
                 self.link_service(service, id, false);
             }
+            if let Some(pc) = &old.item.plugin_config_id {
+                link(&mut self.plugin_config_routes, pc, id, false);
+            }
         }
     }
 
-    /// Re-files the routes of a service whose hosts changed (or that appeared or went away).
+    /// Re-files the routes of a service whose hosts or plugins changed (or that appeared or
+    /// went away).
     fn refile_service_routes(&mut self, service: &Id) {
         let Some(ids) = self.service_routes.get(service).cloned() else {
             return;
         };
+        self.refile(&ids);
+    }
+
+    fn refile(&mut self, ids: &BTreeSet<Id>) {
         for id in ids.iter() {
             if let Some(loaded) = self.config.routes.get(id).cloned() {
-                if loaded.item.hosts.is_empty() {
-                    self.unfile_route(id);
-                    self.file_route(&loaded);
-                }
+                self.unfile_route(id);
+                self.file_route(&loaded);
             }
+        }
+    }
+
+    /// Recompiles the chains of the routes that use a plugin_config.
+    fn refile_plugin_config_routes(&mut self, plugin_config: &Id) {
+        if let Some(ids) = self.plugin_config_routes.get(plugin_config).cloned() {
+            self.refile(&ids);
         }
     }
 
@@ -405,7 +580,11 @@ impl Tables {
             Resource::Route(r) => self.put_route(loaded(seq, *r), previous),
             Resource::Service(s) => {
                 let id = s.id.clone();
-                let old_hosts = self.config.services.get(&id).map(|o| o.item.hosts.clone());
+                let old = self
+                    .config
+                    .services
+                    .get(&id)
+                    .map(|o| (o.item.hosts.clone(), o.item.plugins.clone()));
                 match &s.upstream {
                     Some(u) => self.keep_balancer(
                         inline_name("services", &id),
@@ -416,9 +595,9 @@ impl Tables {
                         self.balancers.remove(inline_name("services", &id).as_str());
                     }
                 }
-                let hosts_changed = old_hosts.as_ref() != Some(&s.hosts);
+                let changed = old.as_ref() != Some(&(s.hosts.clone(), s.plugins.clone()));
                 self.config.services.insert(id.clone(), loaded(seq, s));
-                if hosts_changed {
+                if changed {
                     self.refile_service_routes(&id);
                 }
             }
@@ -428,6 +607,11 @@ impl Tables {
                     self.keep_balancer(format!("upstreams/{id}"), &u, previous);
                     self.config.upstreams.insert(id, Loaded { seq, item: u });
                 }
+            }
+            Resource::PluginConfig(p) => {
+                let id = p.id.clone();
+                self.config.insert(seq, Resource::PluginConfig(p));
+                self.refile_plugin_config_routes(&id);
             }
             Resource::Ssl(ssl) => {
                 let id = ssl.id.clone();
@@ -480,10 +664,15 @@ impl Tables {
                 self.balancers.remove(format!("upstreams/{id}").as_str());
             }
             Kind::PluginConfig => {
-                self.config.plugin_configs.remove(id);
+                if self.config.plugin_configs.remove(id).is_some() {
+                    self.refile_plugin_config_routes(id);
+                }
             }
             Kind::GlobalRule => {
                 self.config.global_rules.remove(id);
+            }
+            Kind::ConsumerGroup => {
+                self.config.consumer_groups.remove(id);
             }
             Kind::Consumer | Kind::Credential => {}
             Kind::Ssl => {
@@ -498,14 +687,14 @@ impl Tables {
         self.balancers.iter().map(|(name, (b, _))| (name, b))
     }
 
-    /// The upstream (and timeouts, websocket) of a matched route, merged with its service:
-    /// the route's own fields win.
-    pub fn target(&self, entry: &RouteEntry) -> Result<Target, Unroutable> {
+    /// Whether the service and plugin_config a matched route names exist (APISIX answers 404
+    /// and 503 before any plugin runs).
+    pub fn check_refs(&self, entry: &RouteEntry) -> Result<(), Unroutable> {
         let route = &entry.route;
-        let service = match &route.service_id {
-            None => None,
+        match &route.service_id {
+            None => {}
             Some(id) => match self.config.services.get(id) {
-                Some(s) => Some(&s.item),
+                Some(_) => {}
                 None => {
                     return Err(Unroutable {
                         status: 404,
@@ -522,6 +711,19 @@ impl Tables {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The upstream (and timeouts, websocket) of a matched route, merged with its service:
+    /// the route's own fields win.
+    pub fn target(&self, entry: &RouteEntry) -> Result<Target, Unroutable> {
+        self.check_refs(entry)?;
+        let route = &entry.route;
+        let service = route
+            .service_id
+            .as_ref()
+            .and_then(|id| self.config.services.get(id))
+            .map(|s| &s.item);
         let name = if let Some(id) = &route.upstream_id {
             format!("upstreams/{id}")
         } else if route.upstream.is_some() {
@@ -555,6 +757,21 @@ impl Tables {
                 .or(service.and_then(|s| s.enable_websocket))
                 .unwrap_or(false),
         })
+    }
+}
+
+/// Adds or removes `route` in the set of routes that use `to`.
+fn link(map: &mut ShardedMap<Id, Arc<BTreeSet<Id>>>, to: &Id, route: &Id, linked: bool) {
+    let mut set = map.get(to).map(|s| (**s).clone()).unwrap_or_default();
+    if linked {
+        set.insert(route.clone());
+    } else {
+        set.remove(route);
+    }
+    if set.is_empty() {
+        map.remove(to);
+    } else {
+        map.insert(to.clone(), Arc::new(set));
     }
 }
 
@@ -632,8 +849,8 @@ pub fn load_items<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::vars::VarLookup;
     use crate::router::Request;
+    use crate::vars::VarLookup;
     use serde_json::json;
     use std::borrow::Cow;
 

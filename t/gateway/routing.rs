@@ -225,7 +225,7 @@ fn apisix_matching_rules() {
     // No route: APISIX's body.
     let r = g.get("/nothing/here", Some("zzz.test"));
     assert_eq!(r.status, 404);
-    assert_eq!(r.body, r#"{"error_msg":"404 Route Not Found"}"#);
+    assert_eq!(r.body, "{\"error_msg\":\"404 Route Not Found\"}\n");
 }
 
 #[test]

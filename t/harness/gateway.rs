@@ -46,6 +46,11 @@ impl Gateway {
         Gateway::spawn_with(apisix_yaml, &proxy_extra, false, 2).ready_or_panic()
     }
 
+    /// Like [`Gateway::start`] with `extra` at the top level of config.yaml (e.g. `plugins:`).
+    pub fn start_with_config(apisix_yaml: &str, extra: &str) -> Gateway {
+        Gateway::spawn_full(&portico_bin(), apisix_yaml, "", extra, false, 2).ready_or_panic()
+    }
+
     /// Starts the gateway without waiting.
     pub fn spawn(apisix_yaml: &str) -> Gateway {
         Gateway::spawn_with(apisix_yaml, "", false, 2)
@@ -78,7 +83,7 @@ impl Gateway {
         let config = format!(
             "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: etcd\netcd:\n  endpoints: [{list}]\n  prefix: /apisix\n  timeout: 3\n{extra}"
         );
-        Gateway::launch(dir, port, status_port, None, &config)
+        Gateway::launch(&portico_bin(), dir, port, status_port, None, &config)
     }
 
     /// Stops the process and hands back its directory (saved config inside).
@@ -93,6 +98,23 @@ impl Gateway {
 
     /// `proxy_extra` goes under `proxy:` in config.yaml.
     fn spawn_with(apisix_yaml: &str, proxy_extra: &str, v6: bool, threads: u8) -> Gateway {
+        Gateway::spawn_full(&portico_bin(), apisix_yaml, proxy_extra, "", v6, threads)
+    }
+
+    /// Like [`Gateway::start`] with another gateway binary (an example built on the crate).
+    pub fn start_binary(bin: &std::path::Path, apisix_yaml: &str) -> Gateway {
+        Gateway::spawn_full(bin, apisix_yaml, "", "", false, 2).ready_or_panic()
+    }
+
+    /// `top_extra` goes at the top level of config.yaml.
+    fn spawn_full(
+        bin: &std::path::Path,
+        apisix_yaml: &str,
+        proxy_extra: &str,
+        top_extra: &str,
+        v6: bool,
+        threads: u8,
+    ) -> Gateway {
         let dir = TempDir::new("gateway");
         let port = free_port();
         let status_port = free_port();
@@ -103,12 +125,13 @@ impl Gateway {
         };
         std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
         let config = format!(
-            "proxy:\n  listen: {listen}\n  threads: {threads}\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n"
+            "proxy:\n  listen: {listen}\n  threads: {threads}\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{top_extra}"
         );
-        Gateway::launch(dir, port, status_port, v6_port, &config)
+        Gateway::launch(bin, dir, port, status_port, v6_port, &config)
     }
 
     fn launch(
+        bin: &std::path::Path,
         dir: TempDir,
         port: u16,
         status_port: u16,
@@ -121,7 +144,7 @@ impl Gateway {
             .append(true)
             .open(dir.path().join("portico.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        let child = Command::new(bin)
             .arg("-c")
             .arg(dir.path().join("config.yaml"))
             .env("RUST_LOG", "info")
@@ -210,6 +233,21 @@ impl Drop for Gateway {
             eprintln!("--- gateway log (last 40 lines) ---\n{tail}\n---");
         }
     }
+}
+
+/// The `portico` binary under test.
+fn portico_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portico"))
+}
+
+/// An example binary of this crate (cargo builds them with the tests).
+pub fn example_bin(name: &str) -> PathBuf {
+    // target/debug/deps/<test>-… → target/debug/examples/NAME
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .expect("target directory")
 }
 
 /// A response.

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::borrow::Cow;
-//! use portico::router::vars::{VarLookup, Vars};
+//! use portico::vars::{VarLookup, Vars};
 //!
 //! struct Args;
 //! impl VarLookup for Args {
@@ -22,6 +22,8 @@
 //! .unwrap();
 //! assert!(vars.matches(&Args));
 //! ```
+
+pub mod request;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use pingora_http::RequestHeader;
 
-use crate::router::vars::VarLookup;
+use crate::vars::VarLookup;
 
 /// Decodes `%XX` (leaving invalid escapes as they are), then resolves `.`/`..` segments and
 /// merges repeated slashes, as nginx does for `$uri`. Borrows when there is nothing to do.

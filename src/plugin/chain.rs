@@ -1,0 +1,265 @@
+//! A compiled, ordered list of plugins, and running it phase by phase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde_json::Value;
+
+use super::answer::Answer;
+use super::cx::Cx;
+use super::registry::{Built, Configured};
+use super::{Flow, Plugin};
+use crate::vars::Vars;
+
+/// `_meta` of a plugin's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Turns the plugin off (also the service's plugin of that name, when set on a route).
+    pub disable: bool,
+    /// Replaces the plugin's priority for this use.
+    pub priority: Option<i32>,
+    /// Runs the plugin only for requests where this holds.
+    pub filter: Option<Arc<Vars>>,
+}
+
+impl Meta {
+    pub fn parse(settings: &Value) -> Result<Meta, String> {
+        let Some(meta) = settings.get("_meta") else {
+            return Ok(Meta::default());
+        };
+        let Value::Object(map) = meta else {
+            return Err("property \"_meta\" validation failed: wrong type: expected object".into());
+        };
+        let mut out = Meta::default();
+        for (k, v) in map {
+            match k.as_str() {
+                "disable" => out.disable = v.as_bool().ok_or(
+                    "property \"_meta.disable\" validation failed: wrong type: expected boolean",
+                )?,
+                "priority" => {
+                    let p = v.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or(
+                        "property \"_meta.priority\" validation failed: wrong type: expected integer",
+                    )?;
+                    out.priority = Some(p);
+                }
+                "filter" => {
+                    let vars = Vars::parse(v)
+                        .map_err(|e| format!("property \"_meta.filter\" validation failed: {e}"))?;
+                    out.filter = Some(Arc::new(vars));
+                }
+                // Not something a request would go without; refused so nobody relies on it.
+                other => {
+                    return Err(format!(
+                        "property \"_meta.{other}\" is not supported by Portico"
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One plugin in a chain.
+#[derive(Clone)]
+pub struct Entry {
+    pub name: Arc<str>,
+    pub priority: i32,
+    pub plugin: Arc<dyn Plugin>,
+    pub filter: Option<Arc<Vars>>,
+    /// Came from the consumer (its rewrite runs after authentication).
+    pub from_consumer: bool,
+}
+
+/// Plugins in the order they run within a phase: higher priority first, then by name.
+#[derive(Clone, Default)]
+pub struct Chain {
+    entries: Vec<Entry>,
+    /// The route and service the chain was compiled for (`route_id`, `service_id` vars).
+    pub route_id: Option<String>,
+    pub service_id: Option<String>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| &*e.name))
+            .finish()
+    }
+}
+
+/// Plugins by name, as one resource configures them.
+pub type Layer = BTreeMap<String, Configured>;
+
+impl Chain {
+    /// Merges `layers`, lowest precedence first: for each name the last layer that has it wins
+    /// whole (APISIX replaces the setting, it does not merge fields); disabled ones drop out.
+    /// Consumer-side auth settings are not plugins of a chain and are left out.
+    pub fn build<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> Chain {
+        let mut by_name: BTreeMap<&str, &Configured> = BTreeMap::new();
+        for layer in layers {
+            for (name, c) in layer {
+                by_name.insert(name, c);
+            }
+        }
+        let mut entries: Vec<Entry> = by_name
+            .into_iter()
+            .filter(|(_, c)| !c.meta.disable)
+            .filter_map(|(name, c)| match &c.built {
+                Built::Plugin(p) => Some(Entry {
+                    name: Arc::from(name),
+                    priority: c.priority,
+                    plugin: p.clone(),
+                    filter: c.meta.filter.clone(),
+                    from_consumer: false,
+                }),
+                Built::Credential(_) => None,
+            })
+            .collect();
+        sort(&mut entries);
+        Chain {
+            entries,
+            route_id: None,
+            service_id: None,
+        }
+    }
+
+    /// The global rules' plugins as one chain (a plugin in two rules runs twice; APISIX runs
+    /// neither, which would drop a protection).
+    pub fn concat<'a>(chains: impl IntoIterator<Item = &'a Chain>) -> Chain {
+        let mut entries: Vec<Entry> = chains
+            .into_iter()
+            .flat_map(|c| c.entries.iter().cloned())
+            .collect();
+        sort(&mut entries);
+        Chain {
+            entries,
+            route_id: None,
+            service_id: None,
+        }
+    }
+
+    /// This chain with a consumer's plugins over it (same name: the consumer's wins).
+    pub fn with_consumer(&self, consumer: &Chain) -> Chain {
+        let mut entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|e| !consumer.entries.iter().any(|c| c.name == e.name))
+            .cloned()
+            .collect();
+        entries.extend(consumer.entries.iter().cloned().map(|mut e| {
+            e.from_consumer = true;
+            e
+        }));
+        sort(&mut entries);
+        Chain {
+            entries,
+            route_id: self.route_id.clone(),
+            service_id: self.service_id.clone(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The names in running order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| &*e.name)
+    }
+
+    /// Runs `rewrite` (all, or only the consumer's plugins) or `access`; the first answer
+    /// stops the chain.
+    pub async fn run(&self, phase: Phase, cx: &mut Cx<'_>) -> Option<Answer> {
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if phase == Phase::ConsumerRewrite && !e.from_consumer {
+                continue;
+            }
+            if let Some(f) = &e.filter {
+                if !cx.matches(f) {
+                    continue;
+                }
+            }
+            let flow = match phase {
+                Phase::Rewrite | Phase::ConsumerRewrite => e.plugin.rewrite(cx),
+                Phase::Access => e.plugin.access(cx),
+            };
+            let flow = match flow {
+                Flow::Wait(f) => f.await,
+                other => other,
+            };
+            match flow {
+                Flow::Continue | Flow::Wait(_) => {}
+                Flow::Respond(a) => return Some(a),
+            }
+        }
+        None
+    }
+
+    pub fn before_proxy(&self, cx: &mut Cx<'_>, up: &mut RequestHeader) {
+        for i in 0..self.entries.len() {
+            if self.entries[i]
+                .filter
+                .as_ref()
+                .is_none_or(|f| cx.matches(f))
+            {
+                self.entries[i].plugin.before_proxy(cx, up);
+            }
+        }
+    }
+
+    pub fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
+        for i in 0..self.entries.len() {
+            if self.entries[i]
+                .filter
+                .as_ref()
+                .is_none_or(|f| cx.matches(f))
+            {
+                self.entries[i].plugin.header_filter(cx, resp);
+            }
+        }
+    }
+
+    pub fn body_filter(&self, cx: &mut Cx<'_>, body: &mut Option<Bytes>, end: bool) {
+        for i in 0..self.entries.len() {
+            if self.entries[i]
+                .filter
+                .as_ref()
+                .is_none_or(|f| cx.matches(f))
+            {
+                self.entries[i].plugin.body_filter(cx, body, end);
+            }
+        }
+    }
+
+    pub fn log(&self, cx: &mut Cx<'_>) {
+        for i in 0..self.entries.len() {
+            if self.entries[i]
+                .filter
+                .as_ref()
+                .is_none_or(|f| cx.matches(f))
+            {
+                self.entries[i].plugin.log(cx);
+            }
+        }
+    }
+}
+
+fn sort(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+/// The request phases a chain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Rewrite,
+    /// The rewrite of the plugins a consumer brought, after authentication found it.
+    ConsumerRewrite,
+    Access,
+}

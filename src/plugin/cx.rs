@@ -1,0 +1,199 @@
+//! What a plugin sees of a request: the Pingora session (the downstream request, which
+//! plugins may rewrite before it goes upstream) and the request's plugin state.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use super::chain::Chain;
+use super::consumers::{ConsumerIndex, ConsumerMatch};
+use crate::vars::request::{normalize_path, request_host, RequestVars};
+use crate::vars::{VarLookup, Vars};
+
+/// The plugin state of one request, kept by the proxy from the first phase to the log.
+#[derive(Default)]
+pub struct RequestState {
+    pub client_ip: Option<IpAddr>,
+    /// `https` on TLS listeners.
+    pub scheme: &'static str,
+    /// The matched route's merged chain (with its route and service ids), once matched.
+    pub route: Option<Arc<Chain>>,
+    /// The consumer an auth plugin identified.
+    pub consumer: Option<Arc<ConsumerMatch>>,
+    /// Consumers by credential, from the request's config snapshot.
+    pub consumers: Arc<ConsumerIndex>,
+    /// The status of the answer, once known (for the log phase).
+    pub status: u16,
+    /// The most request body bytes the upstream may get (`client-control`); above it, 413.
+    pub body_limit: Option<u64>,
+    scratch: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+}
+
+impl RequestState {
+    /// A plugin's per-request value, under a name of its own.
+    pub fn get<T: 'static>(&self, key: &'static str) -> Option<&T> {
+        self.scratch
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.downcast_ref())
+    }
+
+    /// A plugin's per-request value, to change.
+    pub fn get_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
+        self.scratch
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.downcast_mut())
+    }
+
+    /// Sets a plugin's per-request value.
+    pub fn set<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+        self.scratch.retain(|(k, _)| *k != key);
+        self.scratch.push((key, Box::new(value)));
+    }
+}
+
+/// A request as a plugin phase sees it.
+pub struct Cx<'a> {
+    pub session: &'a mut Session,
+    pub state: &'a mut RequestState,
+}
+
+impl Cx<'_> {
+    /// The downstream request (as rewritten so far).
+    pub fn req(&self) -> &RequestHeader {
+        self.session.req_header()
+    }
+
+    /// The downstream request, to rewrite before it goes upstream.
+    pub fn req_mut(&mut self) -> &mut RequestHeader {
+        self.session.req_header_mut()
+    }
+
+    /// A request header as text (`None` when absent or not text).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.req().headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// An APISIX variable (`uri`, `arg_x`, `http_x`, `route_id`, `consumer_name`, …).
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.with_vars(|v| v.var(name).map(Cow::into_owned))
+    }
+
+    /// Whether a `vars` expression holds for this request.
+    pub fn matches(&self, vars: &Vars) -> bool {
+        self.with_vars(|v| vars.matches(v))
+    }
+
+    /// Runs `f` with the request's variables.
+    pub fn with_vars<R>(&self, f: impl FnOnce(&dyn VarLookup) -> R) -> R {
+        let req = self.session.req_header();
+        let path = normalize_path(req.uri.path());
+        let host = request_host(req);
+        let base = RequestVars {
+            req,
+            path: &path,
+            host: host.as_deref(),
+            client_ip: self.state.client_ip,
+            server_port: self
+                .session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port()),
+            scheme: if self.state.scheme.is_empty() {
+                "http"
+            } else {
+                self.state.scheme
+            },
+        };
+        f(&StateVars {
+            base,
+            state: self.state,
+        })
+    }
+}
+
+/// Request variables and the ones the pipeline knows (route, service, consumer).
+struct StateVars<'a> {
+    base: RequestVars<'a>,
+    state: &'a RequestState,
+}
+
+impl VarLookup for StateVars<'_> {
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        let route = self.state.route.as_deref();
+        let consumer = self.state.consumer.as_deref();
+        match name {
+            "route_id" => route.and_then(|r| r.route_id.as_deref()).map(Cow::Borrowed),
+            "service_id" => route
+                .and_then(|r| r.service_id.as_deref())
+                .map(Cow::Borrowed),
+            "consumer_name" => consumer.map(|c| Cow::Borrowed(c.username.as_str())),
+            "consumer_group_id" => consumer
+                .and_then(|c| c.group_id.as_deref())
+                .map(Cow::Borrowed),
+            _ => self.base.var(name),
+        }
+    }
+}
+
+impl Cx<'_> {
+    /// Marks the request as `consumer`'s (an auth plugin found it) and tells the upstream who
+    /// it is, as APISIX does; a header the consumer has no value for is removed.
+    pub fn attach_consumer(&mut self, consumer: Arc<ConsumerMatch>) {
+        let req = self.session.req_header_mut();
+        for (name, value) in [
+            ("X-Consumer-Username", Some(&consumer.username)),
+            ("X-Credential-Identifier", consumer.credential_id.as_ref()),
+            ("X-Consumer-Custom-ID", consumer.custom_id.as_ref()),
+        ] {
+            req.remove_header(name);
+            if let Some(v) = value {
+                // A value that is no valid header is left out rather than failing the request.
+                let _ = req.insert_header(name, v.as_str());
+            }
+        }
+        self.state.consumer = Some(consumer);
+    }
+
+    /// The value of query argument `name` (percent-decoded), if present.
+    pub fn query_arg(&self, name: &str) -> Option<String> {
+        let query = self.req().uri.query()?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name)
+                .then(|| crate::vars::request::percent_decode(&v.replace('+', " ")).into_owned())
+        })
+    }
+
+    /// Removes query argument `name` from the request that goes upstream.
+    pub fn remove_query_arg(&mut self, name: &str) {
+        let req = self.req();
+        let Some(query) = req.uri.query() else {
+            return;
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+            .collect();
+        let path = req.uri.path();
+        let uri = if kept.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        self.set_uri(&uri);
+    }
+
+    /// Replaces the path and query the upstream gets (an invalid one is logged and ignored).
+    pub fn set_uri(&mut self, uri: &str) {
+        match uri.parse::<http::Uri>() {
+            Ok(u) => self.session.req_header_mut().set_uri(u),
+            Err(e) => log::warn!("cannot set the upstream uri to {uri:?}: {e}"),
+        }
+    }
+}

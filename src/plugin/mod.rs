@@ -1,0 +1,113 @@
+//! The plugin pipeline: APISIX's plugins as Rust types, compiled once per config version and
+//! run by the proxy in APISIX's phases.
+//!
+//! The door in is the [`Registry`]: a plugin's [`Factory`] turns the JSON settings of one
+//! resource into a ready [`Plugin`] (typed, checked, regexes built) when that resource loads,
+//! so a bad setting rejects that resource alone and the request path never looks at JSON.
+//! A name the registry does not know rejects its resource: Portico never serves a route
+//! without a protection it asks for (APISIX's data plane would skip it with a warning).
+//!
+//! Per route, the tables merge the plugins of service, plugin_config and route into one
+//! [`Chain`] ordered by priority; global rules are chains of their own. The proxy runs
+//! every plugin's `rewrite` before any plugin's `access`, whatever their priorities, as APISIX
+//! does, and answers a refusal through one door that still runs the header filters.
+//!
+//! Users add plugins of their own with [`Registry::register`] (see
+//! `examples/custom_plugin.rs`).
+
+mod answer;
+mod chain;
+mod consumers;
+mod cx;
+mod registry;
+mod settings;
+
+mod template;
+
+mod basic_auth;
+mod client_control;
+mod consumer_restriction;
+mod cors;
+mod fault_injection;
+mod ip_restriction;
+mod key_auth;
+mod mocking;
+mod proxy_rewrite;
+mod real_ip;
+mod redirect;
+mod referer_restriction;
+mod request_id;
+mod response_rewrite;
+mod ua_restriction;
+
+pub use answer::{nginx_page as answer_page, Answer};
+pub use chain::{Chain, Entry, Layer, Meta, Phase};
+pub use consumers::{ConsumerIndex, ConsumerMatch};
+pub use cx::{Cx, RequestState};
+pub use registry::{registry, Built, Configured, Factory, Registry, Scope};
+pub use settings::{check_range, parse_settings, ConsumerAuth};
+pub use template::Template;
+
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a request phase decides.
+pub enum Flow {
+    /// Go on with the next plugin.
+    Continue,
+    /// Stop here and answer the client (no later plugin runs, the upstream is not asked).
+    Respond(Answer),
+    /// Wait for this (a delay, a remote counter), then decide.
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'static>>),
+}
+
+/// One configured plugin, as a route, service, consumer or global rule uses it. Every phase
+/// defaults to doing nothing; a plugin overrides the phases it works in, as in APISIX.
+///
+/// The request phases are synchronous: a plugin that must wait returns [`Flow::Wait`], so the
+/// plugins that never wait cost no boxed future per request.
+pub trait Plugin: Send + Sync + 'static {
+    /// APISIX's `rewrite` phase: authentication, rewrites, redirects, CORS preflights.
+    fn rewrite(&self, _cx: &mut Cx<'_>) -> Flow {
+        Flow::Continue
+    }
+
+    /// APISIX's `access` phase: restrictions and limits, after every plugin's rewrite.
+    fn access(&self, _cx: &mut Cx<'_>) -> Flow {
+        Flow::Continue
+    }
+
+    /// Just before the request goes upstream, after the gateway's own headers
+    /// (`X-Forwarded-*`, `pass_host`) are set.
+    fn before_proxy(&self, _cx: &mut Cx<'_>, _upstream: &mut RequestHeader) {}
+
+    /// The response header, from the upstream or from the gateway's own answer.
+    fn header_filter(&self, _cx: &mut Cx<'_>, _resp: &mut ResponseHeader) {}
+
+    /// Each piece of the response body; `end` on the last.
+    fn body_filter(&self, _cx: &mut Cx<'_>, _body: &mut Option<Bytes>, _end: bool) {}
+
+    /// After the response is sent.
+    fn log(&self, _cx: &mut Cx<'_>) {}
+}
+
+/// Registers every plugin Portico implements.
+fn register_builtins(r: &mut Registry) {
+    r.register(basic_auth::BasicAuthFactory);
+    r.register(client_control::ClientControlFactory);
+    r.register(consumer_restriction::ConsumerRestrictionFactory);
+    r.register(cors::CorsFactory);
+    r.register(fault_injection::FaultInjectionFactory);
+    r.register(ip_restriction::IpRestrictionFactory);
+    r.register(key_auth::KeyAuthFactory);
+    r.register(mocking::MockingFactory);
+    r.register(proxy_rewrite::ProxyRewriteFactory);
+    r.register(real_ip::RealIpFactory);
+    r.register(redirect::RedirectFactory);
+    r.register(referer_restriction::RefererRestrictionFactory);
+    r.register(request_id::RequestIdFactory);
+    r.register(response_rewrite::ResponseRewriteFactory);
+    r.register(ua_restriction::UaRestrictionFactory);
+}

@@ -1,0 +1,283 @@
+//! The gateway process: command line, config, services. `portico` (src/main.rs) runs it with
+//! the built-in plugins; a binary of the user's can run it with plugins of its own
+//! (`examples/custom_plugin.rs`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+
+use crate::config::{standalone, EtcdSettings, GatewayConfig, Provider};
+use crate::plugin::Registry;
+use crate::proxy::Gateway;
+use crate::status::{SourceStatus, StatusApp};
+use crate::sync::etcd::{EtcdService, EtcdSync};
+use crate::sync::yaml::{YamlSource, YamlWatch};
+use crate::tables::Store;
+
+/// An API gateway on Pingora, configured in APISIX's layout (standalone YAML or etcd).
+#[derive(Parser, Debug)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    /// The gateway's config file.
+    #[arg(short, long, default_value = "conf/config.yaml")]
+    conf: PathBuf,
+    /// Test the configuration (config file and resources) and exit.
+    #[arg(short, long)]
+    test: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
+    match config.config.provider {
+        Provider::Etcd => match config.etcd.as_ref().map(etcd_client) {
+            Some(Ok(_)) => {
+                println!("configuration {} is ok", conf.display());
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("{}: etcd: {e}", conf.display());
+                ExitCode::FAILURE
+            }
+            None => ExitCode::FAILURE,
+        },
+        Provider::Yaml => match standalone::load(&config.config.yaml) {
+            Ok(loaded) => {
+                for r in &loaded.rejected {
+                    eprintln!("{}: {r}", config.config.yaml.display());
+                }
+                println!(
+                    "{}: {} routes, {} services, {} upstreams",
+                    config.config.yaml.display(),
+                    loaded.config.routes.len(),
+                    loaded.config.services.len(),
+                    loaded.config.upstreams.len()
+                );
+                if loaded.rejected.is_empty() {
+                    println!("configuration {} is ok", conf.display());
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("{} invalid item(s)", loaded.rejected.len());
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The etcd client described by `etcd:` in config.yaml.
+fn etcd_client(s: &EtcdSettings) -> Result<crate::etcd::Client, crate::etcd::Error> {
+    use crate::etcd::{ClientOptions, HealthOptions, Pem, TlsOptions};
+    crate::etcd::Client::new(ClientOptions {
+        endpoints: s.endpoints.clone(),
+        user: s.user.clone(),
+        password: s.password.clone(),
+        timeout: Duration::from_secs_f64(s.timeout),
+        tls: TlsOptions {
+            verify: s.tls.verify,
+            ca: s.tls.ca.clone().map(Pem::File),
+            cert: s.tls.cert.clone().map(Pem::File),
+            key: s.tls.key.clone().map(Pem::File),
+            sni: s.tls.sni.clone(),
+        },
+        health: HealthOptions {
+            fail_timeout: Duration::from_secs_f64(s.fail_timeout),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// Runs the gateway with the plugins of `registry` (those config.yaml's `plugins:` enables),
+/// as the command line says.
+pub fn run(mut registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = match GatewayConfig::load(&cli.conf) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(names) = &config.plugins {
+        if let Err(e) = registry.enable_only(names) {
+            eprintln!("{}: {e}", cli.conf.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if registry.install().is_err() {
+        eprintln!("a plugin registry was already in use");
+        return ExitCode::FAILURE;
+    }
+    if cli.test {
+        return test_config(&config, &cli.conf);
+    }
+
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let server_conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(0),
+        work_stealing: false,
+        // Idle upstream connections of all peers together; each peer's own limit is its
+        // upstream's keepalive_pool.size (upstream/keepalive.rs).
+        upstream_keepalive_pool_size: 4096,
+        graceful_shutdown_timeout_seconds: Some(config.proxy.shutdown_timeout),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let store = Arc::new(Store::new());
+    let status = match config.config.provider {
+        Provider::Yaml => {
+            let status = SourceStatus::new("yaml");
+            let source = YamlSource::new(config.config.yaml.clone(), store.clone(), status.clone());
+            let initial = source.initial_load();
+            server.add_service(background_service(
+                "standalone yaml",
+                YamlWatch { source, initial },
+            ));
+            status
+        }
+        Provider::Etcd => {
+            let Some(settings) = config.etcd.as_ref() else {
+                eprintln!(
+                    "{}: config.provider is etcd but there is no etcd: section",
+                    cli.conf.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            let client = match etcd_client(settings) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: etcd: {e}", cli.conf.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let status = SourceStatus::new("etcd");
+            let saved = (!settings.saved_config.as_os_str().is_empty())
+                .then(|| settings.saved_config.clone());
+            let sync = EtcdSync::new(
+                client,
+                settings.prefix.clone(),
+                store.clone(),
+                status.clone(),
+                saved,
+                Duration::from_secs_f64(settings.watch_idle_timeout),
+            );
+            server.add_service(background_service("etcd sync", EtcdService(sync)));
+            status
+        }
+    };
+
+    server.add_service(background_service(
+        "health checks",
+        crate::upstream::checker::HealthService {
+            store: store.clone(),
+        },
+    ));
+
+    let pools = Arc::new(crate::upstream::keepalive::Pools::default());
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(
+            store.clone(),
+            config.proxy.upstream_ca_certs.clone(),
+            pools.clone(),
+        ),
+        "portico proxy",
+    );
+    for addr in &config.proxy.listen {
+        proxy.add_tcp(addr);
+    }
+    server.add_service(proxy);
+
+    // Validated when the config was read.
+    let proxy_addrs = config
+        .proxy
+        .listen
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if !config.status.listen.is_empty() {
+        let mut status_service = Service::new(
+            "status".to_string(),
+            StatusApp::new(store, status, pools, proxy_addrs),
+        );
+        status_service.add_tcp(&config.status.listen);
+        server.add_service(status_service);
+    }
+    log::info!(
+        "portico {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.proxy.listen.join(", ")
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C (SIGINT) stops the gateway like SIGTERM: listeners close, in-flight requests get
+/// `proxy.shutdown_timeout` seconds. (Pingora's own SIGINT path skips telling services to
+/// stop, and an accept loop can then spin instead of exiting.) SIGQUIT is a graceful upgrade.
+struct Signals;
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for signal {kind:?}: {e}");
+                None
+            }
+        };
+        let (mut quit, mut term, mut int) = (
+            listen(SignalKind::quit()),
+            listen(SignalKind::terminate()),
+            listen(SignalKind::interrupt()),
+        );
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
+            _ = next(&mut term) => ShutdownSignal::GracefulTerminate,
+            _ = next(&mut int) => {
+                log::info!("SIGINT received: stopping");
+                ShutdownSignal::GracefulTerminate
+            }
+        }
+    }
+}

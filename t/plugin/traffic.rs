@@ -1,0 +1,261 @@
+//! Rewrites, redirects, CORS, request ids, faults, mocks and limits, against a real upstream.
+
+use serde_json::json;
+
+use crate::harness::gateway::Echo;
+use crate::start;
+
+#[test]
+fn proxy_rewrite_changes_what_the_upstream_gets() {
+    let echo = Echo::start("pr");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "u", "uri": "/hello", "plugins": {"proxy-rewrite": {
+                "uri": "/plugin_proxy_rewrite", "host": "apisix.iresty.com", "method": "POST"}}}),
+            json!({"id": "q", "uri": "/args", "plugins": {"proxy-rewrite": {"uri": "/new?q=apisix"}}}),
+            json!({"id": "re", "uri": "/test/*", "plugins": {"proxy-rewrite": {
+                "regex_uri": ["^/test/(.*)/(.*)/(.*)", "/$1_$2_$3"],
+                "headers": {"add": {"X-Captures": "$1/$2/$3"}, "set": {"X-Api-Version": "v2", "X-Empty": ""}, "remove": ["X-Drop"]}}}}),
+            json!({"id": "var", "uri": "/var", "plugins": {"proxy-rewrite": {"uri": "/v/$arg_name", "headers": {"X-Addr": "$remote_addr"}}}}),
+        ],
+        &[],
+    );
+    let r = g.request("GET", "/hello", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = r.echo();
+    assert_eq!(e["path"], "/plugin_proxy_rewrite");
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["headers"]["host"], "apisix.iresty.com");
+    assert_eq!(e["headers"]["x-forwarded-host"], "localhost");
+
+    let r = g.request("GET", "/args?a=iresty", &[]);
+    assert_eq!(r.echo()["path"], "/new?q=apisix&a=iresty");
+
+    let r = g.request(
+        "GET",
+        "/test/plugin/proxy/rewrite",
+        &[("X-Api-Version", "v1"), ("X-Empty", "x"), ("X-Drop", "1")],
+    );
+    let e = r.echo();
+    assert_eq!(e["path"], "/plugin_proxy_rewrite");
+    assert_eq!(e["headers"]["x-captures"], "plugin/proxy/rewrite");
+    assert_eq!(e["headers"]["x-api-version"], "v2");
+    assert!(e["headers"].get("x-empty").is_none() && e["headers"].get("x-drop").is_none());
+    // No match: the path is left alone and the request still goes upstream.
+    let r = g.request("GET", "/test/short", &[]);
+    assert_eq!(r.echo()["path"], "/test/short");
+
+    let r = g.request("GET", "/var?name=jack", &[]);
+    assert_eq!(r.echo()["path"], "/v/jack?name=jack");
+    assert_eq!(r.echo()["headers"]["x-addr"], "127.0.0.1");
+}
+
+#[test]
+fn response_rewrite_redirect_and_request_id() {
+    let echo = Echo::start("rr");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "body", "uri": "/body", "plugins": {"response-rewrite": {
+                "status_code": 201, "body": "new body\n",
+                "headers": {"add": ["Cache-Control: no-cache"], "set": {"X-Server-Id": 3}, "remove": ["X-Upstream"]}}}}),
+            json!({"id": "b64", "uri": "/b64", "plugins": {"response-rewrite": {"body": "SGVsbG8K", "body_base64": true}}}),
+            json!({"id": "when", "uri": "/when", "plugins": {"response-rewrite": {"vars": [["status", "==", 500]], "status_code": 403}}}),
+            json!({"id": "filters", "uri": "/filters", "plugins": {"response-rewrite": {"filters": [{"regex": "filters", "replace": "FILTERS", "scope": "global"}]}}}),
+            json!({"id": "redir", "uri": "/redir", "plugins": {"redirect": {"uri": "$uri/test/a${arg_name}c", "ret_code": 301}}}),
+            json!({"id": "re", "uri": "/re/*", "plugins": {"redirect": {"regex_uri": ["^/re/x/(.*)", "http://test.com/${1}"], "append_query_string": true}}}),
+            json!({"id": "https", "uri": "/https", "plugins": {"redirect": {"http_to_https": true}}}),
+            json!({"id": "rid", "uri": "/rid", "plugins": {"request-id": {}}}),
+            json!({"id": "rid2", "uri": "/rid2", "plugins": {"request-id": {"header_name": "X-Trace", "include_in_response": false, "algorithm": "nanoid"}}}),
+        ],
+        &[],
+    );
+    let r = g.request("GET", "/body", &[]);
+    assert_eq!((r.status, r.body.as_str()), (201, "new body\n"));
+    assert_eq!(r.headers["cache-control"], "no-cache");
+    assert_eq!(r.headers["x-server-id"], "3");
+    let r = g.request("GET", "/b64", &[]);
+    assert_eq!(r.body, "Hello\n");
+    assert_eq!(g.request("GET", "/when", &[]).status, 200);
+    let r = g.request("GET", "/filters", &[]);
+    assert_eq!(r.echo()["path"], "/FILTERS", "{}", r.body);
+
+    let r = g.request("GET", "/redir?name=json", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.headers["location"], "/redir/test/ajsonc");
+    assert!(r.body.contains("301 Moved Permanently"), "{}", r.body);
+    let r = g.request("GET", "/re/x/1?o=apache", &[]);
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "http://test.com/1?o=apache");
+    // No match: proxied as usual.
+    assert_eq!(g.request("GET", "/re/y", &[]).status, 200);
+    let r = g.request("POST", "/https", &[("Host", "foo.com")]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "https://foo.com/https");
+
+    let r = g.request("GET", "/rid", &[]);
+    let id = r.headers["x-request-id"].clone();
+    assert_eq!(id.len(), 36);
+    assert_eq!(r.echo()["headers"]["x-request-id"], id.as_str());
+    let r = g.request("GET", "/rid", &[("X-Request-Id", "123")]);
+    assert_eq!(r.headers["x-request-id"], "123");
+    let r = g.request("GET", "/rid2", &[]);
+    assert!(!r.headers.contains_key("x-trace"));
+    assert_eq!(r.echo()["headers"]["x-trace"].as_str().unwrap().len(), 21);
+}
+
+#[test]
+fn cors_answers_preflights_and_marks_every_answer() {
+    let echo = Echo::start("cors");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "any", "uri": "/any", "plugins": {"cors": {}}}),
+            json!({"id": "list", "uri": "/list", "plugins": {"cors": {
+                "allow_origins": "http://sub.domain.com,http://sub2.domain.com",
+                "allow_methods": "GET,POST", "allow_headers": "headr1,headr2",
+                "expose_headers": "ex-headr1", "max_age": 50, "allow_credential": true}}}),
+            json!({"id": "regex", "uri": "/regex", "plugins": {"cors": {
+                "allow_origins_by_regex": [".*\\.test\\.com$"], "allow_methods": "**", "allow_headers": "**"}}}),
+            json!({"id": "auth", "uri": "/auth", "plugins": {"cors": {}, "key-auth": {}}}),
+        ],
+        &[],
+    );
+    let r = g.request("GET", "/any", &[]);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert_eq!(r.headers["access-control-allow-methods"], "*");
+    assert_eq!(r.headers["access-control-max-age"], "5");
+    assert!(!r.headers.contains_key("vary"));
+    let r = g.request("OPTIONS", "/any", &[("Origin", "http://x.com")]);
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+
+    let r = g.request("GET", "/list", &[("Origin", "http://sub2.domain.com")]);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "http://sub2.domain.com"
+    );
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+    assert_eq!(r.headers["access-control-expose-headers"], "ex-headr1");
+    assert_eq!(r.headers["vary"], "Origin");
+    let r = g.request("GET", "/list", &[("Origin", "http://sub3.domain.com")]);
+    assert_eq!(r.status, 200);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+    assert_eq!(r.headers["vary"], "Origin");
+
+    let r = g.request(
+        "GET",
+        "/regex",
+        &[
+            ("Origin", "http://a.test.com"),
+            ("Access-Control-Request-Headers", "h1,h2"),
+        ],
+    );
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "http://a.test.com"
+    );
+    assert_eq!(r.headers["access-control-allow-headers"], "h1,h2");
+    assert_eq!(
+        r.headers["access-control-allow-methods"],
+        "GET,POST,PUT,DELETE,PATCH,HEAD,OPTIONS,CONNECT,TRACE"
+    );
+    let r = g.request("GET", "/regex", &[("Origin", "http://a.test2.com")]);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+
+    // A refusal carries the CORS headers; a preflight needs no key.
+    let r = g.request("GET", "/auth", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert_eq!(g.request("OPTIONS", "/auth", &[]).status, 200);
+}
+
+#[test]
+fn faults_mocks_limits_and_restrictions() {
+    let echo = Echo::start("misc");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "abort", "uri": "/abort", "plugins": {"fault-injection": {"abort": {
+                "http_status": 405, "body": "client addr: $remote_addr\n", "headers": {"h1": "v1", "h3": "$uri"}}}}}),
+            json!({"id": "delay", "uri": "/delay", "plugins": {"fault-injection": {"delay": {"duration": 0.3}}}}),
+            json!({"id": "vars", "uri": "/vars", "plugins": {"fault-injection": {"abort": {"http_status": 403,
+                "vars": [[["arg_name", "==", "jack"]], [["http_apikey", "==", "api-key"]]]}}}}),
+            json!({"id": "mock", "uri": "/mock", "plugins": {"mocking": {"response_example": "remote_addr:$remote_addr", "response_headers": {"X-Route-Id": "$route_id"}}}}),
+            json!({"id": "mock2", "uri": "/mock2", "plugins": {"mocking": {"content_type": "application/json", "response_status": 201,
+                "response_schema": {"type": "object", "properties": {"field1": {"type": "string", "example": "hello"}}}}}}),
+            json!({"id": "cc", "uri": "/cc", "plugins": {"client-control": {"max_body_size": 5}}}),
+            json!({"id": "ua", "uri": "/ua", "plugins": {"ua-restriction": {"denylist": ["curl/.*"]}}}),
+            json!({"id": "ref", "uri": "/ref", "plugins": {"referer-restriction": {"whitelist": ["*.xx.com"], "message": "Your referer host is deny"}}}),
+            json!({"id": "ip", "uri": "/ip", "plugins": {"ip-restriction": {"whitelist": ["10.0.0.0/8", "::1"], "message": "no"}}}),
+            json!({"id": "real", "uri": "/real", "plugins": {
+                "real-ip": {"source": "http_x_forwarded_for", "trusted_addresses": ["127.0.0.0/8"]},
+                "ip-restriction": {"whitelist": ["1.1.1.1"]}}}),
+        ],
+        &[],
+    );
+    let r = g.request("GET", "/abort", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (405, "client addr: 127.0.0.1\n")
+    );
+    assert_eq!(r.headers["h1"], "v1");
+    assert_eq!(r.headers["h3"], "/abort");
+    let started = std::time::Instant::now();
+    assert_eq!(g.request("GET", "/delay", &[]).status, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(g.request("GET", "/vars?name=jack", &[]).status, 403);
+    assert_eq!(
+        g.request("GET", "/vars", &[("apikey", "api-key")]).status,
+        403
+    );
+    assert_eq!(g.request("GET", "/vars?name=allen", &[]).status, 200);
+
+    let r = g.request("GET", "/mock", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "remote_addr:127.0.0.1"));
+    assert_eq!(r.headers["x-route-id"], "mock");
+    assert!(r.headers["x-mock-by"].starts_with("Portico/"));
+    let r = g.request("GET", "/mock2", &[]);
+    assert_eq!((r.status, r.body.as_str()), (201, "{\"field1\":\"hello\"}"));
+    assert_eq!(r.headers["content-type"], "application/json");
+
+    let r = crate::harness::gateway::request(g.port, "POST", "/cc", &[], "123456");
+    assert_eq!(r.status, 413);
+    assert!(
+        r.body.contains("413 Request Entity Too Large"),
+        "{}",
+        r.body
+    );
+    let r = crate::harness::gateway::request(g.port, "POST", "/cc", &[], "12345");
+    assert_eq!(r.status, 200);
+
+    let r = g.request("GET", "/ua", &[("User-Agent", "curl/8.0")]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, "{\"message\":\"Not allowed\"}\n")
+    );
+    assert_eq!(
+        g.request("GET", "/ua", &[("User-Agent", "Mozilla")]).status,
+        200
+    );
+    assert_eq!(g.request("GET", "/ua", &[]).status, 403);
+
+    let r = g.request("GET", "/ref", &[("Referer", "http://xx.com/x")]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, "{\"message\":\"Your referer host is deny\"}\n")
+    );
+    assert_eq!(
+        g.request("GET", "/ref", &[("Referer", "https://www.xx.com/")])
+            .status,
+        200
+    );
+
+    let r = g.request("GET", "/ip", &[]);
+    assert_eq!((r.status, r.body.as_str()), (403, "{\"message\":\"no\"}\n"));
+    assert_eq!(g.request("GET", "/real", &[]).status, 403);
+    let r = g.request("GET", "/real", &[("X-Forwarded-For", "9.9.9.9, 1.1.1.1")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.echo()["headers"]["x-real-ip"], "1.1.1.1");
+}
