@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod etcd;
+pub mod keyring;
 pub mod model;
 pub mod net;
 pub mod plugin;

@@ -123,6 +123,13 @@ pub fn run(mut registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    match crate::keyring::Keyring::new(&config.data_encryption.keyring) {
+        Ok(k) => registry.set_keyring(k),
+        Err(e) => {
+            eprintln!("{}: {e}", cli.conf.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if registry.install().is_err() {
         eprintln!("a plugin registry was already in use");
         return ExitCode::FAILURE;

@@ -23,6 +23,32 @@ pub struct GatewayConfig {
     /// The plugins that run (APISIX's `plugins:` list); all that Portico has when absent. A
     /// resource using one left out is served without it, with a warning, as in APISIX.
     pub plugins: Option<Vec<String>>,
+    #[serde(default)]
+    pub data_encryption: DataEncryption,
+}
+
+/// `data_encryption:` as in APISIX: the keys that decrypt the plugin fields (and SSL keys) its
+/// Admin API stores encrypted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataEncryption {
+    #[serde(default = "default_keyring")]
+    pub keyring: Vec<String>,
+}
+
+impl Default for DataEncryption {
+    fn default() -> Self {
+        DataEncryption {
+            keyring: default_keyring(),
+        }
+    }
+}
+
+fn default_keyring() -> Vec<String> {
+    crate::keyring::DEFAULT
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +221,7 @@ impl GatewayConfig {
             addr.parse::<std::net::SocketAddr>()
                 .map_err(|_| err(format!("proxy.listen: {addr:?} is not an address:port")))?;
         }
+        crate::keyring::Keyring::new(&config.data_encryption.keyring).map_err(err)?;
         if config.proxy.threads == 0 {
             return Err(err("proxy.threads: must be at least 1".into()));
         }

@@ -57,6 +57,10 @@ impl Factory for BasicAuthFactory {
         }))
     }
 
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &["password"]
+    }
+
     fn consumer(&self, settings: &Value) -> Option<Result<ConsumerAuth, String>> {
         Some(
             parse_settings::<ConsumerSettings>(settings).map(|c| ConsumerAuth {
@@ -94,7 +98,7 @@ impl Plugin for BasicAuth {
             None => Err("Missing authorization in request"),
             Some(h) => match credentials(h) {
                 None => Err("Invalid authorization in request"),
-                Some((user, pass)) => match cx.state.consumers.find("basic-auth", &user) {
+                Some((user, pass)) => match cx.state.consumers().find("basic-auth", &user) {
                     Some(c) if c.auth::<Password>().is_some_and(|p| p.0 == pass) => Ok(c.clone()),
                     _ => Err("Invalid user authorization"),
                 },
@@ -107,7 +111,7 @@ impl Plugin for BasicAuth {
                     .s
                     .anonymous_consumer
                     .as_ref()
-                    .map(|a| cx.state.consumers.by_name(a).cloned());
+                    .map(|a| cx.state.consumers().by_name(a).cloned());
                 match anonymous {
                     Some(Some(c)) => c,
                     Some(None) => {

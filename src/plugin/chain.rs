@@ -198,52 +198,29 @@ impl Chain {
         None
     }
 
-    pub fn before_proxy(&self, cx: &mut Cx<'_>, up: &mut RequestHeader) {
-        for i in 0..self.entries.len() {
-            if self.entries[i]
-                .filter
-                .as_ref()
-                .is_none_or(|f| cx.matches(f))
-            {
-                self.entries[i].plugin.before_proxy(cx, up);
+    /// Runs `f` for each plugin whose `_meta.filter` holds for this request.
+    fn each(&self, cx: &mut Cx<'_>, mut f: impl FnMut(&dyn Plugin, &mut Cx<'_>)) {
+        for e in &self.entries {
+            if e.filter.as_ref().is_none_or(|v| cx.matches(v)) {
+                f(&*e.plugin, cx);
             }
         }
+    }
+
+    pub fn before_proxy(&self, cx: &mut Cx<'_>, up: &mut RequestHeader) {
+        self.each(cx, |p, cx| p.before_proxy(cx, up));
     }
 
     pub fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
-        for i in 0..self.entries.len() {
-            if self.entries[i]
-                .filter
-                .as_ref()
-                .is_none_or(|f| cx.matches(f))
-            {
-                self.entries[i].plugin.header_filter(cx, resp);
-            }
-        }
+        self.each(cx, |p, cx| p.header_filter(cx, resp));
     }
 
     pub fn body_filter(&self, cx: &mut Cx<'_>, body: &mut Option<Bytes>, end: bool) {
-        for i in 0..self.entries.len() {
-            if self.entries[i]
-                .filter
-                .as_ref()
-                .is_none_or(|f| cx.matches(f))
-            {
-                self.entries[i].plugin.body_filter(cx, body, end);
-            }
-        }
+        self.each(cx, |p, cx| p.body_filter(cx, body, end));
     }
 
     pub fn log(&self, cx: &mut Cx<'_>) {
-        for i in 0..self.entries.len() {
-            if self.entries[i]
-                .filter
-                .as_ref()
-                .is_none_or(|f| cx.matches(f))
-            {
-                self.entries[i].plugin.log(cx);
-            }
-        }
+        self.each(cx, |p, cx| p.log(cx));
     }
 }
 

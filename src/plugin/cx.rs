@@ -24,8 +24,8 @@ pub struct RequestState {
     pub route: Option<Arc<Chain>>,
     /// The consumer an auth plugin identified.
     pub consumer: Option<Arc<ConsumerMatch>>,
-    /// Consumers by credential, from the request's config snapshot.
-    pub consumers: Arc<ConsumerIndex>,
+    /// Consumers by credential, from the request's config snapshot (see [`Self::consumers`]).
+    pub consumer_index: Option<Arc<ConsumerIndex>>,
     /// The status of the answer, once known (for the log phase).
     pub status: u16,
     /// The most request body bytes the upstream may get (`client-control`); above it, 413.
@@ -34,6 +34,15 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// Consumers by credential (none before a config snapshot is attached).
+    pub fn consumers(&self) -> &ConsumerIndex {
+        static EMPTY: std::sync::OnceLock<ConsumerIndex> = std::sync::OnceLock::new();
+        match &self.consumer_index {
+            Some(c) => c,
+            None => EMPTY.get_or_init(ConsumerIndex::default),
+        }
+    }
+
     /// A plugin's per-request value, under a name of its own.
     pub fn get<T: 'static>(&self, key: &'static str) -> Option<&T> {
         self.scratch

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
+use super::{allow_or_deny, check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 use crate::net::Cidr;
 
 pub struct IpRestrictionFactory;
@@ -37,12 +37,7 @@ struct IpRestriction {
 }
 
 /// Parses a list of addresses or CIDRs, naming the bad one.
-pub(super) fn cidrs(field: &str, list: &[String]) -> Result<Vec<Cidr>, String> {
-    if list.is_empty() {
-        return Err(format!(
-            "property \"{field}\" validation failed: expect array to have at least 1 items"
-        ));
-    }
+pub(super) fn cidrs(_field: &str, list: &[String]) -> Result<Vec<Cidr>, String> {
     list.iter()
         .map(|a| Cidr::parse(a).map_err(|_| format!("invalid ip address: {a}")))
         .collect()
@@ -63,18 +58,11 @@ impl Factory for IpRestrictionFactory {
         if s.message.is_empty() || s.message.len() > 1024 {
             return Err("property \"message\" validation failed: length must be 1 to 1024".into());
         }
-        let (list, allow) = match (&s.whitelist, &s.blacklist) {
-            (Some(w), None) => (cidrs("whitelist", w)?, true),
-            (None, Some(b)) => (cidrs("blacklist", b)?, false),
-            (Some(_), Some(_)) => {
-                return Err(
-                    "value should match only one schema, but matches both schemas 1 and 2".into(),
-                )
-            }
-            (None, None) => {
-                return Err("value should match only one schema, but matches none".into())
-            }
-        };
+        let (list, allow) = allow_or_deny(
+            ("whitelist", &s.whitelist),
+            ("blacklist", &s.blacklist),
+            cidrs,
+        )?;
         Ok(Arc::new(IpRestriction {
             list,
             allow,

@@ -59,6 +59,10 @@ impl Factory for KeyAuthFactory {
         }))
     }
 
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &["key"]
+    }
+
     fn consumer(&self, settings: &Value) -> Option<Result<ConsumerAuth, String>> {
         Some(
             parse_settings::<ConsumerSettings>(settings).map(|c| ConsumerAuth {
@@ -77,7 +81,7 @@ impl Plugin for KeyAuth {
         };
         let found = key
             .as_deref()
-            .and_then(|k| cx.state.consumers.find("key-auth", k).cloned());
+            .and_then(|k| cx.state.consumers().find("key-auth", k).cloned());
         let hide = |cx: &mut Cx<'_>| {
             if self.s.hide_credentials {
                 if from_header {
@@ -107,7 +111,7 @@ impl Plugin for KeyAuth {
                 if key.is_some() {
                     hide(cx);
                 }
-                match cx.state.consumers.by_name(anonymous).cloned() {
+                match cx.state.consumers().by_name(anonymous).cloned() {
                     Some(c) => c,
                     None => {
                         log::error!("key-auth: anonymous consumer {anonymous} not found");

@@ -30,6 +30,7 @@ mod consumer_restriction;
 mod cors;
 mod fault_injection;
 mod ip_restriction;
+mod jwt_auth;
 mod key_auth;
 mod mocking;
 mod proxy_rewrite;
@@ -45,7 +46,7 @@ pub use chain::{Chain, Entry, Layer, Meta, Phase};
 pub use consumers::{ConsumerIndex, ConsumerMatch};
 pub use cx::{Cx, RequestState};
 pub use registry::{registry, Built, Configured, Factory, Registry, Scope};
-pub use settings::{check_range, parse_settings, ConsumerAuth};
+pub use settings::{allow_or_deny, check_range, parse_settings, ConsumerAuth};
 pub use template::Template;
 
 use bytes::Bytes;
@@ -101,6 +102,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(cors::CorsFactory);
     r.register(fault_injection::FaultInjectionFactory);
     r.register(ip_restriction::IpRestrictionFactory);
+    r.register(jwt_auth::JwtAuthFactory);
     r.register(key_auth::KeyAuthFactory);
     r.register(mocking::MockingFactory);
     r.register(proxy_rewrite::ProxyRewriteFactory);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_settings, Answer, Cx, Factory, Flow, Plugin};
+use super::{allow_or_deny, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
 pub struct RefererRestrictionFactory;
 
@@ -77,11 +77,6 @@ impl Factory for RefererRestrictionFactory {
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         let s: Settings = parse_settings(settings)?;
         let parse = |field: &str, l: &[String]| -> Result<Vec<HostPattern>, String> {
-            if l.is_empty() {
-                return Err(format!(
-                    "property \"{field}\" validation failed: expect array to have at least 1 items"
-                ));
-            }
             l.iter()
                 .map(|p| {
                     HostPattern::parse(p)
@@ -89,18 +84,11 @@ impl Factory for RefererRestrictionFactory {
                 })
                 .collect()
         };
-        let (list, allow) = match (&s.whitelist, &s.blacklist) {
-            (Some(w), None) => (parse("whitelist", w)?, true),
-            (None, Some(b)) => (parse("blacklist", b)?, false),
-            (Some(_), Some(_)) => {
-                return Err(
-                    "value should match only one schema, but matches both schemas 1 and 2".into(),
-                )
-            }
-            (None, None) => {
-                return Err("value should match only one schema, but matches none".into())
-            }
-        };
+        let (list, allow) = allow_or_deny(
+            ("whitelist", &s.whitelist),
+            ("blacklist", &s.blacklist),
+            parse,
+        )?;
         Ok(Arc::new(RefererRestriction {
             bypass_missing: s.bypass_missing,
             list,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::chain::Meta;
 use super::settings::ConsumerAuth;
 use super::Plugin;
+use crate::keyring::Keyring;
 
 /// Where a plugin is configured: auth plugins take their consumer-side settings (the key, the
 /// password) on consumers and credentials, their route-side settings elsewhere.
@@ -34,6 +35,11 @@ pub trait Factory: Send + Sync + 'static {
     /// then take their route-side settings on consumers too.
     fn consumer(&self, _settings: &Value) -> Option<Result<ConsumerAuth, String>> {
         None
+    }
+    /// The consumer-side fields APISIX's Admin API stores encrypted (`encrypt_fields`): they
+    /// are decrypted with the keyring before [`Factory::consumer`] sees them.
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &[]
     }
 }
 
@@ -77,6 +83,8 @@ pub struct Registry {
     factories: BTreeMap<&'static str, Arc<dyn Factory>>,
     /// `plugins:` in config.yaml; `None` = all registered.
     enabled: Option<BTreeSet<String>>,
+    /// Decrypts the fields APISIX stores encrypted.
+    keyring: Keyring,
 }
 
 impl std::fmt::Debug for Registry {
@@ -100,6 +108,7 @@ impl Registry {
         Registry {
             factories: BTreeMap::new(),
             enabled: None,
+            keyring: Keyring::default(),
         }
     }
 
@@ -128,6 +137,11 @@ impl Registry {
         }
         self.enabled = Some(names.iter().cloned().collect());
         Ok(())
+    }
+
+    /// The keyring of config.yaml's `data_encryption` (APISIX's default otherwise).
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring;
     }
 
     /// Makes this the process's registry; fails when resources were already checked against
@@ -168,6 +182,14 @@ impl Registry {
             return Err(err("wrong type: expected object".into()));
         }
         let meta = Meta::parse(settings).map_err(err)?;
+        let consumer_side = matches!(scope, Scope::Consumer | Scope::Credential);
+        let revealed;
+        let settings = if consumer_side {
+            revealed = reveal(settings, factory.encrypt_fields(), &self.keyring).map_err(err)?;
+            &revealed
+        } else {
+            settings
+        };
         let built = match (scope, factory.consumer(settings)) {
             (Scope::Consumer | Scope::Credential, Some(auth)) => {
                 Built::Credential(Arc::new(auth.map_err(err)?))
@@ -186,6 +208,27 @@ impl Registry {
             built,
         }))
     }
+}
+
+/// A consumer's settings with encrypted fields decrypted and `$env://NAME` references resolved
+/// (a reference to a variable that is not set is an error: never a key nobody can know).
+fn reveal(settings: &Value, encrypted: &[&str], keyring: &Keyring) -> Result<Value, String> {
+    let mut out = settings.clone();
+    let Value::Object(map) = &mut out else {
+        return Ok(out);
+    };
+    for (name, v) in map.iter_mut() {
+        let Value::String(text) = v else { continue };
+        if let Some(var) = text.strip_prefix("$env://") {
+            let value = std::env::var(var).map_err(|_| {
+                format!("property \"{name}\": environment variable {var} is not set")
+            })?;
+            *text = value;
+        } else if encrypted.contains(&name.as_str()) {
+            *text = keyring.reveal(text);
+        }
+    }
+    Ok(out)
 }
 
 /// Why a plugin name cannot be served.

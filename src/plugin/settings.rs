@@ -44,6 +44,31 @@ impl std::fmt::Debug for ConsumerAuth {
     }
 }
 
+/// Exactly one of an allow list and a deny list (APISIX's `oneOf`), parsed with `parse`:
+/// the parsed list and whether it allows.
+pub fn allow_or_deny<T>(
+    allow: (&str, &Option<Vec<String>>),
+    deny: (&str, &Option<Vec<String>>),
+    parse: impl Fn(&str, &[String]) -> Result<Vec<T>, String>,
+) -> Result<(Vec<T>, bool), String> {
+    let check = |field: &str, l: &[String]| {
+        if l.is_empty() {
+            return Err(format!(
+                "property \"{field}\" validation failed: expect array to have at least 1 items"
+            ));
+        }
+        parse(field, l)
+    };
+    match (allow.1, deny.1) {
+        (Some(a), None) => Ok((check(allow.0, a)?, true)),
+        (None, Some(d)) => Ok((check(deny.0, d)?, false)),
+        (Some(_), Some(_)) => {
+            Err("value should match only one schema, but matches both schemas 1 and 2".into())
+        }
+        (None, None) => Err("value should match only one schema, but matches none".into()),
+    }
+}
+
 /// Checks a number against inclusive bounds, in APISIX's words.
 pub fn check_range<T: PartialOrd + std::fmt::Display>(
     field: &str,

@@ -6,7 +6,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_settings, Answer, Cx, Factory, Flow, Plugin};
+use super::{allow_or_deny, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
 pub struct UaRestrictionFactory;
 
@@ -33,12 +33,7 @@ struct UaRestriction {
 }
 
 /// Compiles a non-empty list of patterns, naming the bad one.
-pub(super) fn patterns(field: &str, list: &[String]) -> Result<Vec<Regex>, String> {
-    if list.is_empty() {
-        return Err(format!(
-            "property \"{field}\" validation failed: expect array to have at least 1 items"
-        ));
-    }
+fn patterns(field: &str, list: &[String]) -> Result<Vec<Regex>, String> {
     list.iter()
         .map(|p| {
             Regex::new(p).map_err(|e| format!("property \"{field}\" validation failed: {p:?}: {e}"))
@@ -57,18 +52,11 @@ impl Factory for UaRestrictionFactory {
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         let s: Settings = parse_settings(settings)?;
-        let (rules, allow) = match (&s.allowlist, &s.denylist) {
-            (Some(a), None) => (patterns("allowlist", a)?, true),
-            (None, Some(d)) => (patterns("denylist", d)?, false),
-            (Some(_), Some(_)) => {
-                return Err(
-                    "value should match only one schema, but matches both schemas 1 and 2".into(),
-                )
-            }
-            (None, None) => {
-                return Err("value should match only one schema, but matches none".into())
-            }
-        };
+        let (rules, allow) = allow_or_deny(
+            ("allowlist", &s.allowlist),
+            ("denylist", &s.denylist),
+            patterns,
+        )?;
         Ok(Arc::new(UaRestriction {
             bypass_missing: s.bypass_missing,
             rules,

@@ -206,7 +206,7 @@ impl ProxyHttp for Gateway {
         ctx.plugins.client_ip = ip;
         let global = tables.global_chain();
         ctx.global = (!global.is_empty()).then(|| global.clone());
-        ctx.plugins.consumers = tables.consumers().clone();
+        ctx.plugins.consumer_index = Some(tables.consumers().clone());
         let req = session.req_header_mut();
         for h in CONSUMER_HEADERS {
             if req.headers.contains_key(h) {

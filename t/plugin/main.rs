@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod custom;
+mod etcd;
 mod pipeline;
 mod traffic;
 
