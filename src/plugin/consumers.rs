@@ -2,8 +2,8 @@
 //! presents (an API key, a user name, a JWT `key`) to the consumer it names, in O(1).
 //! Built by the tables from consumers, their credentials and consumer groups.
 
+use ahash::AHashMap as HashMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::chain::Chain;

@@ -43,6 +43,7 @@ const ALL_METHODS: &str = "GET,POST,PUT,DELETE,PATCH,HEAD,OPTIONS,CONNECT,TRACE"
 
 struct Cors {
     s: Settings,
+    max_age: String,
     by_regex: Option<Vec<Regex>>,
     timing_by_regex: Option<Vec<Regex>>,
     methods: String,
@@ -120,6 +121,7 @@ impl Factory for CorsFactory {
             }
         }
         Ok(Arc::new(Cors {
+            max_age: s.max_age.to_string(),
             by_regex: regexes("allow_origins_by_regex", &s.allow_origins_by_regex)?,
             timing_by_regex: regexes(
                 "timing_allow_origins_by_regex",
@@ -190,7 +192,7 @@ impl Plugin for Cors {
             };
             set("Access-Control-Allow-Origin", &a);
             set("Access-Control-Allow-Methods", &self.methods);
-            set("Access-Control-Max-Age", &self.s.max_age.to_string());
+            set("Access-Control-Max-Age", &self.max_age);
             if let Some(e) = self.s.expose_headers.as_deref().filter(|e| !e.is_empty()) {
                 set("Access-Control-Expose-Headers", e);
             }

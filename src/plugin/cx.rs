@@ -14,6 +14,14 @@ use super::consumers::{ConsumerIndex, ConsumerMatch};
 use crate::vars::request::{normalize_path, request_host, RequestVars};
 use crate::vars::{VarLookup, Vars};
 
+/// The consumer headers only the gateway sets (`X-Consumer-Username`,
+/// `X-Credential-Identifier`, `X-Consumer-Custom-ID`): a client never claims to be a consumer.
+pub const CONSUMER_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-consumer-username"),
+    http::HeaderName::from_static("x-credential-identifier"),
+    http::HeaderName::from_static("x-consumer-custom-id"),
+];
+
 /// The plugin state of one request, kept by the proxy from the first phase to the log.
 #[derive(Default)]
 pub struct RequestState {
@@ -155,15 +163,21 @@ impl Cx<'_> {
     /// it is, as APISIX does; a header the consumer has no value for is removed.
     pub fn attach_consumer(&mut self, consumer: Arc<ConsumerMatch>) {
         let req = self.session.req_header_mut();
+        let [user, credential, custom] = CONSUMER_HEADERS;
         for (name, value) in [
-            ("X-Consumer-Username", Some(&consumer.username)),
-            ("X-Credential-Identifier", consumer.credential_id.as_ref()),
-            ("X-Consumer-Custom-ID", consumer.custom_id.as_ref()),
+            (user, Some(&consumer.username)),
+            (credential, consumer.credential_id.as_ref()),
+            (custom, consumer.custom_id.as_ref()),
         ] {
-            req.remove_header(name);
-            if let Some(v) = value {
+            match value {
                 // A value that is no valid header is left out rather than failing the request.
-                let _ = req.insert_header(name, v.as_str());
+                Some(v) => {
+                    let _ = req.insert_header(name, v.as_str());
+                }
+                None if req.headers.contains_key(&name) => {
+                    req.remove_header(&name);
+                }
+                None => {}
             }
         }
         self.state.consumer = Some(consumer);

@@ -75,13 +75,16 @@ impl Factory for KeyAuthFactory {
 
 impl Plugin for KeyAuth {
     fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
+        let query_key;
         let (key, from_header) = match cx.header(&self.s.header) {
-            Some(k) => (Some(k.to_string()), true),
-            None => (cx.query_arg(&self.s.query), false),
+            Some(k) => (Some(k), true),
+            None => {
+                query_key = cx.query_arg(&self.s.query);
+                (query_key.as_deref(), false)
+            }
         };
-        let found = key
-            .as_deref()
-            .and_then(|k| cx.state.consumers().find("key-auth", k).cloned());
+        let had_key = key.is_some();
+        let found = key.and_then(|k| cx.state.consumers().find("key-auth", k).cloned());
         let hide = |cx: &mut Cx<'_>| {
             if self.s.hide_credentials {
                 if from_header {
@@ -97,7 +100,7 @@ impl Plugin for KeyAuth {
                 c
             }
             None => {
-                let why = if key.is_none() {
+                let why = if !had_key {
                     "Missing API key in request"
                 } else {
                     "Invalid API key in request"
@@ -108,7 +111,7 @@ impl Plugin for KeyAuth {
                             .header("WWW-Authenticate", &*self.www_authenticate),
                     );
                 };
-                if key.is_some() {
+                if had_key {
                     hide(cx);
                 }
                 match cx.state.consumers().by_name(anonymous).cloned() {

@@ -16,7 +16,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::model::{BalancerKind, Node, PassHost, Upstream};
-use crate::plugin::{Chain, Cx, Phase, RequestState};
+use crate::plugin::{Chain, Cx, Phase, RequestState, CONSUMER_HEADERS};
 use crate::router::{Request, RouteEntry};
 use crate::tables::{Store, Target};
 use crate::upstream::health::{Checks, Outcome};
@@ -78,13 +78,6 @@ pub struct Ctx {
     /// Request body bytes read so far (for `client-control`).
     body_read: u64,
 }
-
-/// The consumer headers only the gateway sets: a client never claims to be a consumer.
-const CONSUMER_HEADERS: [&str; 3] = [
-    "X-Consumer-Username",
-    "X-Credential-Identifier",
-    "X-Consumer-Custom-ID",
-];
 
 impl Ctx {
     /// Runs `f` on the global chain, then on the route's.
@@ -208,7 +201,7 @@ impl ProxyHttp for Gateway {
         ctx.global = (!global.is_empty()).then(|| global.clone());
         ctx.plugins.consumer_index = Some(tables.consumers().clone());
         let req = session.req_header_mut();
-        for h in CONSUMER_HEADERS {
+        for h in &CONSUMER_HEADERS {
             if req.headers.contains_key(h) {
                 req.remove_header(h);
             }
