@@ -57,6 +57,10 @@ impl Factory for BasicAuthFactory {
         }))
     }
 
+    fn is_auth(&self) -> bool {
+        true
+    }
+
     fn encrypt_fields(&self) -> &'static [&'static str] {
         &["password"]
     }

@@ -22,6 +22,8 @@ pub struct Meta {
     pub priority: Option<i32>,
     /// Runs the plugin only for requests where this holds.
     pub filter: Option<Arc<Vars>>,
+    /// Replaces the body of the plugin's refusals (status 400 and above).
+    pub error_response: Option<Bytes>,
 }
 
 impl Meta {
@@ -49,6 +51,13 @@ impl Meta {
                         .map_err(|e| format!("property \"_meta.filter\" validation failed: {e}"))?;
                     out.filter = Some(Arc::new(vars));
                 }
+                "error_response" => {
+                    out.error_response = Some(match v {
+                        Value::String(s) => Bytes::from(s.clone()),
+                        Value::Object(_) => Bytes::from(format!("{v}\n")),
+                        _ => return Err("property \"_meta.error_response\" validation failed: wrong type: expected string or object".into()),
+                    });
+                }
                 // Not something a request would go without; refused so nobody relies on it.
                 other => {
                     return Err(format!(
@@ -68,6 +77,7 @@ pub struct Entry {
     pub priority: i32,
     pub plugin: Arc<dyn Plugin>,
     pub filter: Option<Arc<Vars>>,
+    pub error_response: Option<Bytes>,
     /// Came from the consumer (its rewrite runs after authentication).
     pub from_consumer: bool,
 }
@@ -112,6 +122,7 @@ impl Chain {
                     priority: c.priority,
                     plugin: p.clone(),
                     filter: c.meta.filter.clone(),
+                    error_response: c.meta.error_response.clone(),
                     from_consumer: false,
                 }),
                 Built::Credential(_) => None,
@@ -192,7 +203,12 @@ impl Chain {
             };
             match flow {
                 Flow::Continue | Flow::Wait(_) => {}
-                Flow::Respond(a) => return Some(a),
+                Flow::Respond(mut a) => {
+                    if let (Some(body), true) = (&e.error_response, a.status >= 400) {
+                        a.body = Some(body.clone());
+                    }
+                    return Some(a);
+                }
             }
         }
         None

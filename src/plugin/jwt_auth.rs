@@ -134,6 +134,10 @@ impl Factory for JwtAuthFactory {
         }))
     }
 
+    fn is_auth(&self) -> bool {
+        true
+    }
+
     fn encrypt_fields(&self) -> &'static [&'static str] {
         &["secret"]
     }

@@ -59,6 +59,10 @@ impl Factory for KeyAuthFactory {
         }))
     }
 
+    fn is_auth(&self) -> bool {
+        true
+    }
+
     fn encrypt_fields(&self) -> &'static [&'static str] {
         &["key"]
     }

@@ -36,6 +36,11 @@ pub trait Factory: Send + Sync + 'static {
     fn consumer(&self, _settings: &Value) -> Option<Result<ConsumerAuth, String>> {
         None
     }
+    /// An auth plugin (APISIX's `type = 'auth'`): it finds the consumer, and `multi-auth`
+    /// may combine it with others.
+    fn is_auth(&self) -> bool {
+        false
+    }
     /// The consumer-side fields APISIX's Admin API stores encrypted (`encrypt_fields`): they
     /// are decrypted with the keyring before [`Factory::consumer`] sees them.
     fn encrypt_fields(&self) -> &'static [&'static str] {
@@ -122,6 +127,12 @@ impl Registry {
     /// Adds (or replaces) a plugin.
     pub fn register(&mut self, factory: impl Factory) {
         self.factories.insert(factory.name(), Arc::new(factory));
+    }
+
+    /// The factory of an enabled plugin.
+    pub fn factory(&self, name: &str) -> Option<&Arc<dyn Factory>> {
+        let enabled = self.enabled.as_ref().is_none_or(|e| e.contains(name));
+        self.factories.get(name).filter(|_| enabled)
     }
 
     /// Enables only `names` (config.yaml's `plugins:`); a name no plugin has is an error.

@@ -198,3 +198,89 @@ fn a_changed_key_applies_to_the_next_request() {
     ));
     assert_eq!(g.request("GET", "/k", &[("apikey", "old")]).status, 401);
 }
+
+/// An HTTP date for now, as clients put in `Date`.
+fn http_date_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%a, %d %b %Y %H:%M:%S GMT"])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn hmac_multi_auth_and_error_response() {
+    use base64::Engine;
+    let echo = Echo::start("h");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "h", "uri": "/h", "plugins": {"hmac-auth": {"signed_headers": ["date"]}}}),
+            json!({"id": "m", "uri": "/m", "plugins": {"multi-auth": {"auth_plugins": [{"basic-auth": {}}, {"key-auth": {}}]}}}),
+            json!({"id": "e", "uri": "/e", "plugins": {"key-auth": {"_meta": {"error_response": {"message": "who are you?"}}}}}),
+        ],
+        &[(
+            "consumers",
+            vec![json!({"username": "jack", "plugins": {
+                "hmac-auth": {"key_id": "jack-id", "secret_key": "jack-secret"},
+                "key-auth": {"key": "jack-key"}}})],
+        )],
+    );
+    let date = http_date_now();
+    let sign = |secret: &[u8], target: &str| {
+        let signing = format!("jack-id\n{target}\ndate: {date}\n");
+        let key = openssl::pkey::PKey::hmac(secret).unwrap();
+        let mut s =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(s.sign_oneshot_to_vec(signing.as_bytes()).unwrap());
+        format!(
+            "Signature keyId=\"jack-id\",algorithm=\"hmac-sha256\",headers=\"@request-target date\",signature=\"{sig}\""
+        )
+    };
+    let good = sign(b"jack-secret", "GET /h?a=1");
+    let r = g.request(
+        "GET",
+        "/h?a=1",
+        &[("Authorization", &good), ("Date", &date)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.echo()["headers"]["x-consumer-username"], "jack");
+    let bad = sign(b"other", "GET /h?a=1");
+    let r = g.request("GET", "/h?a=1", &[("Authorization", &bad), ("Date", &date)]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "{\"message\":\"client request can't be validated\"}\n")
+    );
+    assert_eq!(r.headers["www-authenticate"], "hmac realm=\"hmac\"");
+    let r = g.request("GET", "/h", &[]);
+    assert_eq!(
+        r.body,
+        "{\"message\":\"client request can't be validated: missing Authorization header\"}\n"
+    );
+    // Signed for another path: refused.
+    let r = g.request(
+        "GET",
+        "/h?a=2",
+        &[("Authorization", &good), ("Date", &date)],
+    );
+    assert_eq!(r.status, 401);
+
+    // Any one of the listed auth plugins will do.
+    assert_eq!(
+        g.request("GET", "/m", &[("apikey", "jack-key")]).status,
+        200
+    );
+    let r = g.request("GET", "/m", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "{\"message\":\"Authorization Failed\"}\n")
+    );
+
+    let r = g.request("GET", "/e", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "{\"message\":\"who are you?\"}\n")
+    );
+}
