@@ -48,6 +48,7 @@ routes:
     upstream:
       nodes:
         "127.0.0.1:$UP": 1
+#END
 CONF
 
 nginx_upstream upstream "$UP"

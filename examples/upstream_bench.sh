@@ -29,6 +29,7 @@ routes:
   - {id: ka_default, uri: /ka_default, upstream: {nodes: {"127.0.0.1:$U3": 1}}}
   - {id: ka_size4, uri: /ka_size4, upstream: {keepalive_pool: {size: 4}, nodes: {"127.0.0.1:$U4": 1}}}
   - {id: kill, uri: /kill, upstream: {type: roundrobin, nodes: {$NODES}, $CHECKS}}
+#END
 CONF
 start_portico_yaml "$PTC" "$STATUS"
 

@@ -1,5 +1,6 @@
 //! The standalone resource file: APISIX's `apisix.yaml` with top-level arrays of resources,
-//! `${{ENV}}` substitution and an optional `#END` line.
+//! `${{ENV}}` substitution, and the `#END` line that tells a whole file from one cut while it
+//! was written.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,9 +59,85 @@ fn substitute_line(line: &str, out: &mut String) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses the file's text. A file that is not valid YAML, or not a mapping of arrays, is an
-/// error as a whole; an invalid resource is rejected alone.
+/// The largest file read (a link to `/dev/zero` must not fill the memory).
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How deeply `[`/`{` may nest; checked before parsing, which would otherwise take seconds
+/// to refuse a file of brackets.
+const MAX_NESTING: usize = 64;
+
+/// Reads the file if it is a regular file (not a FIFO or a device, which could block or never
+/// end) of at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} is {} bytes, more than the {MAX_FILE_BYTES} allowed",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} grew past {MAX_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether the text ends with APISIX's `#END` line (blank lines after it are fine).
+fn has_end_mark(text: &str) -> bool {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| l.trim() == "#END")
+}
+
+/// The deepest nesting of flow collections (`[`, `{`) outside quotes.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut max, mut quote) = (0usize, 0usize, None);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            (None, '\n') => {}
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Parses the file's text. A file without its `#END` line (as APISIX requires: it may be cut),
+/// nested too deeply, not valid YAML, or not a mapping of arrays, is an error as a whole; an
+/// invalid resource is rejected alone.
 pub fn parse(text: &str) -> Result<Loaded, String> {
+    if !has_end_mark(text) {
+        return Err(
+            "the file does not end with the #END line; it may have been cut while it was written"
+                .into(),
+        );
+    }
+    if nesting(text) > MAX_NESTING {
+        return Err(format!("brackets nest more than {MAX_NESTING} deep"));
+    }
     let text = substitute_env(text)?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))?;
     let map = match doc {
@@ -132,9 +209,10 @@ pub fn parse(text: &str) -> Result<Loaded, String> {
 }
 
 pub fn load(path: &Path) -> Result<Loaded, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = read_file(path)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
+    parse(text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Re-reads the file when its content changes; a bad file keeps the last good config.
@@ -153,14 +231,15 @@ impl Watcher {
         }
     }
 
-    /// The file's new content, if it changed since the last call.
-    pub fn changed(&mut self) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(&self.path).ok()?;
+    /// The file's new content if it changed since the last call; an error when it cannot be
+    /// read (deleted, replaced by something that is not a file, too big).
+    pub fn changed(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let bytes = read_file(&self.path)?;
         if self.last.as_deref() == Some(&bytes[..]) {
-            return None;
+            return Ok(None);
         }
         self.last = Some(bytes.clone());
-        Some(bytes)
+        Ok(Some(bytes))
     }
 
     pub fn path(&self) -> &Path {
@@ -187,6 +266,20 @@ mod tests {
             substitute_env("# ${{UNSET_IN_COMMENT}}\nx").unwrap(),
             "# ${{UNSET_IN_COMMENT}}\nx"
         );
+    }
+
+    #[test]
+    fn cut_and_hostile_files_are_refused_whole() {
+        assert!(parse("routes: []\n").unwrap_err().contains("#END"));
+        assert!(parse("").unwrap_err().contains("#END"));
+        assert!(parse("routes: []\n#END\n\n").is_ok());
+        let deep = format!(
+            "routes: {}{}\n#END\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(parse(&deep).unwrap_err().contains("nest"));
+        assert!(parse("routes: [{uri: \"[[[[\"}]\n#END\n").is_ok());
     }
 
     #[test]
@@ -220,9 +313,9 @@ stream_routes: []
             .rejected
             .iter()
             .any(|r| r.message.contains("duplicate")));
-        assert!(parse("routes: [").is_err());
-        assert!(parse("- a").is_err());
-        assert!(parse("routes: 1").is_err());
-        assert!(parse("").unwrap().config.routes.is_empty());
+        assert!(parse("routes: [\n#END").is_err());
+        assert!(parse("- a\n#END").is_err());
+        assert!(parse("routes: 1\n#END").is_err());
+        assert!(parse("#END\n").unwrap().config.routes.is_empty());
     }
 }

@@ -63,13 +63,12 @@ impl YamlSource {
 
     /// The first load, before the listeners start.
     pub fn initial_load(&self) -> Option<Vec<u8>> {
-        match std::fs::read(&self.path) {
+        match standalone::read_file(&self.path) {
             Ok(bytes) => {
                 self.reload_from(&bytes);
                 Some(bytes)
             }
-            Err(e) => {
-                let msg = format!("cannot read {}: {e}", self.path.display());
+            Err(msg) => {
                 log::error!("{msg}");
                 self.status.set("last_error", json!(msg));
                 None
@@ -89,12 +88,42 @@ impl BackgroundService for YamlWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut watcher = Watcher::new(self.source.path.clone(), self.initial.clone());
         let mut tick = tokio::time::interval(watcher.interval);
+        // The last read error, said once (and in /status) until the file is back.
+        let mut failing: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Some(bytes) = watcher.changed() {
-                        log::info!("{} changed; reloading", watcher.path().display());
-                        self.source.reload_from(&bytes);
+                    // A blocking read of a regular file of bounded size, off the runtime.
+                    let (w, result) = match tokio::task::spawn_blocking(move || {
+                        let r = watcher.changed();
+                        (watcher, r)
+                    }).await {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            log::error!("standalone file watcher stopped: {e}");
+                            return;
+                        }
+                    };
+                    watcher = w;
+                    match result {
+                        Ok(Some(bytes)) => {
+                            failing = None;
+                            log::info!("{} changed; reloading", watcher.path().display());
+                            self.source.reload_from(&bytes);
+                        }
+                        Ok(None) => {
+                            if failing.take().is_some() {
+                                log::info!("{} is readable again, unchanged", watcher.path().display());
+                                self.source.status.set("last_error", json!(null));
+                            }
+                        }
+                        Err(e) => {
+                            if failing.as_deref() != Some(e.as_str()) {
+                                log::error!("{e}; keeping the last good config");
+                                self.source.status.set("last_error", json!(e));
+                                failing = Some(e);
+                            }
+                        }
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -11,8 +11,14 @@ use crate::model::{BalancerKind, Node, Upstream};
 /// EWMA decay: a sample's weight halves roughly every 10 s without new samples (APISIX's
 /// `decay_time`).
 const DECAY: Duration = Duration::from_secs(10);
-/// Points per unit of weight on the consistent-hash ring.
+/// Points per unit of weight on the consistent-hash ring, while the ring fits its budget.
 const POINTS_PER_WEIGHT: u32 = 160;
+
+/// The most points a ring holds (16 bytes each: 4 MiB), whatever the nodes and weights: an
+/// upstream of 20,000 nodes of weight 1000 would otherwise need 3.2 billion. Past the budget
+/// every node's share is scaled down alike, so the ring stays proportional to the weights and
+/// a node more still moves about 1/n of the keys.
+const MAX_RING_POINTS: u64 = 1 << 18;
 
 /// Latency and load of one node, kept across config versions while the node stays.
 #[derive(Debug, Default)]
@@ -175,8 +181,19 @@ impl Balancer {
             .collect();
         let mut ring = Vec::new();
         if upstream.kind == BalancerKind::Chash {
+            let weight = |n: &NodeState| u64::from(n.node.weight.min(1000));
+            let total: u64 = nodes.iter().map(|n| weight(n)).sum();
+            let per_weight =
+                (MAX_RING_POINTS as f64 / total.max(1) as f64).min(f64::from(POINTS_PER_WEIGHT));
+            ring.reserve(((total as f64 * per_weight) as usize).min(2 * MAX_RING_POINTS as usize));
             for (i, n) in nodes.iter().enumerate() {
-                let points = n.node.weight.min(1000) * POINTS_PER_WEIGHT;
+                let w = weight(n);
+                // Every node with weight keeps at least one point.
+                let points = if w == 0 {
+                    0
+                } else {
+                    ((w as f64 * per_weight).round() as u64).max(1)
+                };
                 for p in 0..points {
                     ring.push((hash64(format!("{}#{p}", n.node.authority()).as_bytes()), i));
                 }
@@ -321,7 +338,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn upstream(v: serde_json::Value) -> Upstream {
-        Upstream::parse(&v, Some("u")).unwrap()
+        Upstream::parse(&v, Some("u")).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn pick(b: &Balancer, key: Option<&str>) -> u16 {
@@ -364,6 +381,39 @@ mod tests {
             "all unhealthy: traffic goes to all (by priority)"
         );
         assert!(b.pick(None, |n| n.port != 3).is_none());
+    }
+
+    #[test]
+    fn chash_ring_stays_within_its_budget() {
+        let nodes = |n: u32| {
+            let list: Vec<_> = (0..n)
+                .map(|i| json!({"host": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), "port": 80, "weight": 1000}))
+                .collect();
+            upstream(json!({"type": "chash", "key": "uri", "nodes": list}))
+        };
+        let huge = Balancer::new(&nodes(20_000), None);
+        assert!(
+            huge.ring.len() as u64 <= 2 * MAX_RING_POINTS,
+            "{}",
+            huge.ring.len()
+        );
+        // Scaled down (2000 × 1000 × 160 points would not fit), one node more still moves
+        // about 1/n of the keys.
+        let big = Balancer::new(&nodes(2_000), None);
+        let bigger = Balancer::new(&nodes(2_001), None);
+        assert!(big.ring.len() as u64 <= MAX_RING_POINTS + 2_000);
+        let keys: Vec<String> = (0..4_000).map(|i| format!("/k/{i}")).collect();
+        let moved = keys
+            .iter()
+            .filter(|k| pick(&big, Some(k)) != pick(&bigger, Some(k)))
+            .count();
+        assert!(moved < 20, "{moved} of 4000 keys moved");
+        // Small rings are as before: 160 points per unit of weight.
+        let small = Balancer::new(
+            &upstream(json!({"type": "chash", "key": "uri", "nodes": {"127.0.0.1:1": 2}})),
+            None,
+        );
+        assert_eq!(small.ring.len(), 320);
     }
 
     #[test]

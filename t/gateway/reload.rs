@@ -26,7 +26,7 @@ fn reload_good_bad_and_partly_bad_files() {
 
     // A broken file: the last good config stays and the error is reported.
     let version = g.status()["version"].as_u64().unwrap();
-    std::fs::write(g.yaml_path(), "routes: [ {id: broken").unwrap();
+    std::fs::write(g.yaml_path(), "routes: [ {id: broken\n#END\n").unwrap();
     assert!(wait_until(Duration::from_secs(10), || {
         g.status()["source"]["last_error"]
             .as_str()
@@ -73,6 +73,49 @@ fn reload_good_bad_and_partly_bad_files() {
 }
 
 #[test]
+fn cut_deleted_and_odd_files_keep_the_last_good_config() {
+    let echo = Echo::start("cut");
+    let g = Gateway::start(&one_route(&echo, "/v1"));
+    let last_error = |want: &'static str| {
+        wait_until(Duration::from_secs(10), || {
+            g.status()["source"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(want))
+        })
+    };
+    // Cut while it was written (here: before its last route and the #END line).
+    let cut = one_route(&echo, "/v1").replace("#END\n", "");
+    std::fs::write(g.yaml_path(), format!("{cut}  - {{id: r2, uri: /v2")).unwrap();
+    assert!(last_error("#END"), "{}", g.status());
+    std::fs::write(g.yaml_path(), "").unwrap();
+    assert!(last_error("#END"));
+    assert_eq!(g.get("/v1", None).status, 200);
+
+    // Deleted: said in /status, and the config stays.
+    std::fs::remove_file(g.yaml_path()).unwrap();
+    assert!(last_error("cannot read"), "{}", g.status());
+    assert_eq!(g.get("/v1", None).status, 200);
+
+    // A FIFO in its place would block a reader forever: refused at once.
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(g.yaml_path())
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    assert!(last_error("not a regular file"), "{}", g.status());
+    assert_eq!(g.get("/v1", None).status, 200);
+    std::fs::remove_file(g.yaml_path()).unwrap();
+
+    // Back to a whole file: applied, and the error is gone.
+    std::fs::write(g.yaml_path(), one_route(&echo, "/v3")).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || g
+        .get("/v3", None)
+        .status
+        == 200));
+    assert!(g.status()["source"]["last_error"].is_null());
+}
+
+#[test]
 fn ready_only_once_a_config_is_loaded() {
     let g = Gateway::spawn("routes: [");
     assert!(wait_until(Duration::from_secs(10), || g.status_port_answers(&g)));
@@ -81,7 +124,7 @@ fn ready_only_once_a_config_is_loaded() {
         "a broken first file leaves the gateway not ready"
     );
     assert_eq!(g.get("/", None).status, 404);
-    std::fs::write(g.yaml_path(), "routes: []\n").unwrap();
+    std::fs::write(g.yaml_path(), "routes: []\n#END\n").unwrap();
     assert!(wait_until(Duration::from_secs(10), || g.ready()));
 }
 
@@ -98,7 +141,11 @@ impl Probe for Gateway {
 fn portico_t(config: &str, apisix: &str) -> (bool, String) {
     let dir = TempDir::new("t");
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-    std::fs::write(dir.path().join("apisix.yaml"), apisix).unwrap();
+    std::fs::write(
+        dir.path().join("apisix.yaml"),
+        crate::harness::gateway::with_end(apisix),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["-t", "-c"])
         .arg(dir.path().join("config.yaml"))

@@ -123,7 +123,7 @@ impl Gateway {
             Some(p6) => format!("[\"127.0.0.1:{port}\", \"[::1]:{p6}\"]"),
             None => format!("[\"127.0.0.1:{port}\"]"),
         };
-        std::fs::write(dir.path().join("apisix.yaml"), apisix_yaml).unwrap();
+        std::fs::write(dir.path().join("apisix.yaml"), with_end(apisix_yaml)).unwrap();
         let config = format!(
             "proxy:\n  listen: {listen}\n  threads: {threads}\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n{top_extra}"
         );
@@ -183,7 +183,7 @@ impl Gateway {
     /// file it must refuse, until it logged the refusal).
     pub fn update(&self, apisix_yaml: &str) {
         let before = self.status()["version"].as_u64().unwrap_or(0);
-        std::fs::write(self.yaml_path(), apisix_yaml).unwrap();
+        std::fs::write(self.yaml_path(), with_end(apisix_yaml)).unwrap();
         assert!(
             wait_until(Duration::from_secs(10), || {
                 self.status()["version"].as_u64().unwrap_or(0) > before
@@ -232,6 +232,16 @@ impl Drop for Gateway {
             let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             eprintln!("--- gateway log (last 40 lines) ---\n{tail}\n---");
         }
+    }
+}
+
+/// The file with APISIX's `#END` line, which a whole standalone file ends with (tests that
+/// check a cut file write it themselves).
+pub fn with_end(apisix_yaml: &str) -> String {
+    if apisix_yaml.trim_end().ends_with("#END") {
+        apisix_yaml.to_string()
+    } else {
+        format!("{}\n#END\n", apisix_yaml.trim_end())
     }
 }
 
