@@ -51,23 +51,60 @@ pub struct Mirror {
     rejected: HashMap<String, Invalid>,
 }
 
-/// Where a key points: its kind and id, or why it is skipped.
-fn classify(prefix: &str, key: &str) -> Option<(Kind, String)> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
-    let (dir, id) = rest.split_once('/')?;
-    let kind = Kind::from_dir(dir)?;
+/// What a key under the prefix is.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyIs {
+    /// A resource of a served kind, with its id.
+    Resource(Kind, String),
+    /// Under a served kind's directory but no resource (`routes/x/y`, `routes//x`): rejected,
+    /// and named in `/status`, never silently dropped.
+    Odd(Kind, String),
+    /// A directory marker, or a kind Portico does not serve (`protos`, `stream_routes`, …).
+    Ignored,
+}
+
+/// Where a key points.
+fn classify_key(prefix: &str, key: &str) -> KeyIs {
+    let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+        return KeyIs::Ignored;
+    };
+    let Some((dir, id)) = rest.split_once('/') else {
+        return KeyIs::Ignored;
+    };
+    let Some(kind) = Kind::from_dir(dir) else {
+        return KeyIs::Ignored;
+    };
     if id.is_empty() {
-        return None; // `routes/`: a directory marker
+        return KeyIs::Ignored; // `routes/`: a directory marker
     }
     match id.split('/').collect::<Vec<_>>()[..] {
-        [_] => Some((kind, id.to_string())),
+        [one] if one != "." && one != ".." => KeyIs::Resource(kind, id.to_string()),
         // consumers/<username>/credentials/<id>
         [user, "credentials", cred]
             if kind == Kind::Consumer && !user.is_empty() && !cred.is_empty() =>
         {
-            Some((Kind::Credential, format!("{user}/{cred}")))
+            KeyIs::Resource(Kind::Credential, format!("{user}/{cred}"))
         }
+        _ => KeyIs::Odd(kind, id.to_string()),
+    }
+}
+
+/// The resource a key names, if it names one.
+fn classify(prefix: &str, key: &str) -> Option<(Kind, String)> {
+    match classify_key(prefix, key) {
+        KeyIs::Resource(kind, id) => Some((kind, id)),
         _ => None,
+    }
+}
+
+/// Why an odd key is not served.
+fn odd_key(key: &str, kind: Kind, id: &str) -> Invalid {
+    Invalid {
+        kind,
+        id: id.to_string(),
+        message: format!(
+            "etcd key {key} names no {kind}: an id is one path segment (consumers/<name>/credentials/<id> for credentials); not served"
+        ),
     }
 }
 
@@ -265,9 +302,21 @@ impl EtcdSync {
                 );
             }
             let mut seen = std::collections::HashSet::with_capacity(snapshot.kvs.len());
+            let all: std::collections::HashSet<&str> =
+                snapshot.kvs.iter().map(|kv| kv.key.as_str()).collect();
+            m.rejected.retain(|k, _| all.contains(k.as_str()));
             for kv in &snapshot.kvs {
-                let Some((kind, id)) = classify(&self.prefix, &kv.key) else {
-                    continue;
+                let (kind, id) = match classify_key(&self.prefix, &kv.key) {
+                    KeyIs::Resource(kind, id) => (kind, id),
+                    KeyIs::Odd(kind, id) => {
+                        if !m.rejected.contains_key(&kv.key) {
+                            let invalid = odd_key(&kv.key, kind, &id);
+                            log::error!("{}", invalid.message);
+                            m.rejected.insert(kv.key.clone(), invalid);
+                        }
+                        continue;
+                    }
+                    KeyIs::Ignored => continue,
                 };
                 seen.insert(kv.key.clone());
                 let unchanged = m.items.get(&kv.key).is_some_and(|i| {
@@ -314,8 +363,23 @@ impl EtcdSync {
                 continue;
             }
             m.revision = e.kv.mod_revision;
-            let Some((kind, id)) = classify(&self.prefix, &e.kv.key) else {
-                continue;
+            let (kind, id) = match classify_key(&self.prefix, &e.kv.key) {
+                KeyIs::Resource(kind, id) => (kind, id),
+                KeyIs::Odd(kind, id) => {
+                    rejected_changed = true;
+                    match e.kind {
+                        EventKind::Put => {
+                            let invalid = odd_key(&e.kv.key, kind, &id);
+                            log::error!("{}", invalid.message);
+                            m.rejected.insert(e.kv.key.clone(), invalid);
+                        }
+                        EventKind::Delete => {
+                            m.rejected.remove(&e.kv.key);
+                        }
+                    }
+                    continue;
+                }
+                KeyIs::Ignored => continue,
             };
             // The rejected list changes when this key was or becomes rejected.
             rejected_changed |= m.rejected.contains_key(&e.kv.key);
@@ -585,6 +649,19 @@ mod tests {
         assert_eq!(classify(p, "/apisix/routes/"), None, "directory marker");
         assert_eq!(classify(p, "/apisix/routes"), None, "directory marker");
         assert_eq!(classify(p, "/apisix/protos/1"), None, "kind not served");
+        for odd in [
+            "/apisix/routes/x/y",
+            "/apisix/routes//dbl",
+            "/apisix/routes/../upstreams/evil",
+            "/apisix/upstreams/a/b",
+            "/apisix/routes/..",
+        ] {
+            assert!(
+                matches!(classify_key(p, odd), KeyIs::Odd(..)),
+                "{odd} should be named as odd"
+            );
+        }
+        assert_eq!(classify_key(p, "/apisix/protos/a/b"), KeyIs::Ignored);
         assert_eq!(classify(p, "/apisix/plugin_metadata/x"), None);
         assert_eq!(
             classify(p, "/apisix/consumers/jack/credentials/1"),

@@ -210,6 +210,37 @@ fn invalid_items_are_rejected_alone_and_fixing_them_applies() {
 }
 
 #[test]
+fn keys_that_name_no_resource_are_named_not_dropped() {
+    let etcd = EtcdMember::start();
+    let a = Echo::start("odd");
+    etcd.etcdctl(&["put", "/apisix/upstreams/1", &upstream("1", &a)]);
+    etcd.etcdctl(&["put", "/apisix/routes/x/y", &route("x", "/x", "1")]);
+    etcd.etcdctl(&["put", "/apisix/protos/1", "{}"]);
+    let g = start(&[etcd.url()]);
+    let odd = |g: &Gateway| g.status()["rejected"].to_string();
+    assert!(odd(&g).contains("/apisix/routes/x/y"), "{}", odd(&g));
+    assert!(
+        !odd(&g).contains("protos"),
+        "kinds Portico does not serve stay quiet"
+    );
+    // Written while running, then deleted.
+    etcd.etcdctl(&[
+        "put",
+        "/apisix/routes/../upstreams/evil",
+        &upstream("evil", &a),
+    ]);
+    etcd.etcdctl(&["put", "/apisix/upstreams/a/b", &upstream("b", &a)]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let r = odd(&g);
+        r.contains("upstreams/evil") && r.contains("/apisix/upstreams/a/b")
+    }));
+    assert_eq!(g.status()["counts"]["upstreams"], 1);
+    etcd.etcdctl(&["del", "/apisix/upstreams/a/b"]);
+    assert!(wait_until(Duration::from_secs(10), || !odd(&g)
+        .contains("/apisix/upstreams/a/b")));
+}
+
+#[test]
 fn compaction_while_disconnected_converges_to_etcd() {
     let etcd = EtcdMember::start();
     let a = Echo::start("a");
