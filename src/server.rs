@@ -16,7 +16,8 @@ use pingora_core::services::listening::Service;
 
 use crate::config::{standalone, EtcdSettings, GatewayConfig, Provider};
 use crate::plugin::Registry;
-use crate::proxy::Gateway;
+use crate::proxy::guard::{ClientLimits, ConnectionCap, HeaderDeadline};
+use crate::proxy::{ClientTimeouts, Gateway};
 use crate::status::{SourceStatus, StatusApp};
 use crate::sync::etcd::{EtcdService, EtcdSync};
 use crate::sync::yaml::{YamlSource, YamlWatch};
@@ -209,15 +210,29 @@ pub fn run(mut registry: Registry) -> ExitCode {
     ));
 
     let pools = Arc::new(crate::upstream::keepalive::Pools::default());
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(
-            store.clone(),
-            config.proxy.upstream_ca_certs.clone(),
-            pools.clone(),
+    let p = &config.proxy;
+    let gateway = Gateway::new(store.clone(), p.upstream_ca_certs.clone(), pools.clone())
+        .with_client_timeouts(ClientTimeouts {
+            body: Duration::from_secs_f64(p.client_body_timeout),
+            send: Duration::from_secs_f64(p.send_timeout),
+            keepalive: (p.keepalive_timeout > 0.0)
+                .then(|| Duration::from_secs_f64(p.keepalive_timeout)),
+            max_body: p.client_max_body_size,
+        });
+    let limits = ClientLimits {
+        header_timeout: Duration::from_secs_f64(p.client_header_timeout),
+        keepalive_timeout: (p.keepalive_timeout > 0.0)
+            .then(|| Duration::from_secs_f64(p.keepalive_timeout)),
+        max_connections: p.max_connections,
+    };
+    let app = ConnectionCap::new(
+        HeaderDeadline::new(
+            pingora_proxy::http_proxy(&server.configuration, gateway),
+            limits,
         ),
-        "portico proxy",
+        limits.max_connections,
     );
+    let mut proxy = Service::new("portico proxy".to_string(), app);
     for addr in &config.proxy.listen {
         proxy.add_tcp(addr);
     }

@@ -68,6 +68,97 @@ pub struct ProxyConfig {
     /// The certificates of `upstream_ca`, read and checked once when the config is loaded.
     #[serde(skip)]
     pub upstream_ca_certs: Option<std::sync::Arc<Box<[pingora_core::tls::x509::X509]>>>,
+    /// Seconds for a whole request header (a total deadline, not per read).
+    #[serde(default = "sixty", deserialize_with = "seconds")]
+    pub client_header_timeout: f64,
+    /// Seconds between two reads of a request body.
+    #[serde(default = "sixty", deserialize_with = "seconds")]
+    pub client_body_timeout: f64,
+    /// Seconds an idle client connection waits for its next request; 0: no keep-alive.
+    #[serde(default = "sixty", deserialize_with = "seconds")]
+    pub keepalive_timeout: f64,
+    /// Seconds between two writes to a client.
+    #[serde(default = "ten", deserialize_with = "seconds")]
+    pub send_timeout: f64,
+    /// The largest request body, in bytes (`8k`, `1m` also read); 0: no limit. Above: 413.
+    #[serde(default, deserialize_with = "bytes")]
+    pub client_max_body_size: u64,
+    /// Open client connections at most; past it new ones are closed (logged once a minute).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn sixty() -> f64 {
+    60.0
+}
+
+fn ten() -> f64 {
+    10.0
+}
+
+fn default_max_connections() -> usize {
+    // APISIX's worker_connections.
+    10620
+}
+
+/// A number of seconds, or nginx's form (`60s`, `1m`, `500ms`).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::de::Error;
+    let v = serde_yaml::Value::deserialize(d)?;
+    let parsed = match &v {
+        serde_yaml::Value::Number(n) => n.as_f64(),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+                Some(i) => s.split_at(i),
+                None => (s, "s"),
+            };
+            let factor = match unit {
+                "ms" => Some(0.001),
+                "s" => Some(1.0),
+                "m" => Some(60.0),
+                "h" => Some(3600.0),
+                _ => None,
+            };
+            num.trim()
+                .parse::<f64>()
+                .ok()
+                .zip(factor)
+                .map(|(n, f)| n * f)
+        }
+        _ => None,
+    };
+    match parsed {
+        Some(x) if (0.0..=MAX_SECONDS).contains(&x) => Ok(x),
+        _ => Err(D::Error::custom(format!(
+            "expected seconds from 0 to {MAX_SECONDS} (a number, or like 60s, 1m, 500ms), got {v:?}"
+        ))),
+    }
+}
+
+/// A number of bytes, or nginx's form (`8k`, `1m`, `1g`).
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let v = serde_yaml::Value::deserialize(d)?;
+    let parsed = match &v {
+        serde_yaml::Value::Number(n) => n.as_u64(),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let (num, factor) = match s.chars().last() {
+                Some('k') => (&s[..s.len() - 1], 1u64 << 10),
+                Some('m') => (&s[..s.len() - 1], 1 << 20),
+                Some('g') => (&s[..s.len() - 1], 1 << 30),
+                _ => (s.as_str(), 1),
+            };
+            num.parse::<u64>().ok().and_then(|n| n.checked_mul(factor))
+        }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        D::Error::custom(format!(
+            "expected a size in bytes (like 0, 8k, 1m), got {v:?}"
+        ))
+    })
 }
 
 fn default_threads() -> usize {

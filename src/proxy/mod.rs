@@ -1,6 +1,7 @@
 //! The Pingora proxy: match a route in the current tables, run its plugins, pick a node,
 //! forward.
 
+pub mod guard;
 mod respond;
 
 use std::net::IpAddr;
@@ -36,6 +37,32 @@ pub struct Gateway {
     store: Arc<Store>,
     upstream_ca: Option<TrustedCa>,
     pools: Arc<Pools>,
+    client: ClientTimeouts,
+}
+
+/// Per-request client limits (`proxy:` in config.yaml); the header deadline and the connection
+/// cap are in [`guard`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// Between two reads of the request body.
+    pub body: Duration,
+    /// Between two writes to the client.
+    pub send: Duration,
+    /// The wait for the next request; `None`: no keep-alive.
+    pub keepalive: Option<Duration>,
+    /// The largest request body (0: no limit).
+    pub max_body: u64,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            body: Duration::from_secs(60),
+            send: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(60)),
+            max_body: 0,
+        }
+    }
 }
 
 impl Gateway {
@@ -45,7 +72,13 @@ impl Gateway {
             store,
             upstream_ca,
             pools,
+            client: ClientTimeouts::default(),
         }
+    }
+
+    pub fn with_client_timeouts(mut self, client: ClientTimeouts) -> Gateway {
+        self.client = client;
+        self
     }
 }
 
@@ -176,7 +209,32 @@ impl ProxyHttp for Gateway {
     /// still costs every request).
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        guard::header_read();
+        match self.client.keepalive {
+            // Only where the request keeps the connection (not HTTP/1.0 without keep-alive).
+            Some(k) if session.get_keepalive().is_some() => {
+                session.set_keepalive(Some(k.as_secs().max(1)))
+            }
+            Some(_) => {}
+            None => session.set_keepalive(None),
+        }
+        // An upgraded connection (websocket) may be idle for long; its reads are not a body's.
+        if !session.is_upgrade_req() {
+            session.set_read_timeout(Some(self.client.body));
+        }
+        session.set_write_timeout(Some(self.client.send));
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(answer) = respond::too_large(session.req_header(), self.client.max_body) {
+            respond::send(session, ctx, answer).await?;
+            return Ok(true);
+        }
+        if self.client.max_body > 0 {
+            ctx.plugins.body_limit = Some(self.client.max_body);
+        }
         let tables = self.store.load();
         let ip = client_ip(session);
         let found = {
@@ -256,7 +314,8 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(limit), Some(b)) = (ctx.plugins.body_limit, body.as_ref()) {
+        // client_max_body_size, or the route's client-control in its place.
+        if let (Some(limit), Some(b)) = (ctx.plugins.body_limit.filter(|l| *l > 0), body.as_ref()) {
             ctx.body_read += b.len() as u64;
             if ctx.body_read > limit {
                 return Err(http_error(413, format!("request body above {limit} bytes")));
@@ -560,6 +619,8 @@ impl ProxyHttp for Gateway {
     {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            // The client stopped sending its body (client_body_timeout): nginx's 408.
+            ErrorType::ReadTimedout if *e.esource() == ErrorSource::Downstream => 408,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,

@@ -19,6 +19,42 @@ pub fn unroutable(why: &Unroutable) -> Answer {
     Answer::status(why.status)
 }
 
+/// The longest request target, a header line, and a whole header (nginx's
+/// `large_client_header_buffers 4 8k`).
+const MAX_TARGET: usize = 8 * 1024;
+const MAX_HEADER_LINE: usize = 8 * 1024;
+const MAX_HEADER: usize = 32 * 1024;
+
+/// A request too large to take: its target (414), a header or all of them (431), or its
+/// declared body (413).
+pub fn too_large(req: &pingora_http::RequestHeader, max_body: u64) -> Option<Answer> {
+    if req.raw_path().len() > MAX_TARGET {
+        return Some(Answer::status(414));
+    }
+    let mut total = 0;
+    for (name, value) in req.headers.iter() {
+        let line = name.as_str().len() + value.len() + 4;
+        if line > MAX_HEADER_LINE {
+            return Some(Answer::status(431));
+        }
+        total += line;
+    }
+    if total > MAX_HEADER {
+        return Some(Answer::status(431));
+    }
+    if max_body > 0 {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Some(Answer::status(413));
+        }
+    }
+    None
+}
+
 /// APISIX's answer when no route matches.
 pub fn no_route() -> Answer {
     Answer::error_msg(404, "404 Route Not Found")

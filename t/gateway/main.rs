@@ -3,6 +3,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod limits;
 mod proxy;
 mod reload;
 mod routing;

@@ -46,6 +46,11 @@ impl Gateway {
         Gateway::spawn_with(apisix_yaml, &proxy_extra, false, 2).ready_or_panic()
     }
 
+    /// Like [`Gateway::start`] with `proxy_extra` under `proxy:` in config.yaml.
+    pub fn start_with_proxy(apisix_yaml: &str, proxy_extra: &str) -> Gateway {
+        Gateway::spawn_with(apisix_yaml, proxy_extra, false, 2).ready_or_panic()
+    }
+
     /// Like [`Gateway::start`] with `extra` at the top level of config.yaml (e.g. `plugins:`).
     pub fn start_with_config(apisix_yaml: &str, extra: &str) -> Gateway {
         Gateway::spawn_full(&portico_bin(), apisix_yaml, "", extra, false, 2).ready_or_panic()
