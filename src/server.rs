@@ -101,6 +101,7 @@ fn etcd_client(s: &EtcdSettings) -> Result<crate::etcd::Client, crate::etcd::Err
             fail_timeout: Duration::from_secs_f64(s.fail_timeout),
             ..Default::default()
         },
+        max_response_bytes: usize::try_from(s.max_response_size).unwrap_or(usize::MAX),
         ..Default::default()
     })
 }

@@ -213,6 +213,10 @@ pub struct EtcdSettings {
     /// Seconds an endpoint that failed is skipped before it is tried again.
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout: f64,
+    /// The largest answer body or watch message taken from an endpoint (bytes; `64m`); a bigger
+    /// one ends that connection with an error naming the endpoint.
+    #[serde(default = "default_max_response", deserialize_with = "bytes")]
+    pub max_response_size: u64,
     /// The last config seen, saved after changes so that a start without etcd can serve it
     /// (relative to this file; empty to turn off).
     #[serde(default = "default_saved")]
@@ -261,6 +265,10 @@ fn default_watch_idle() -> f64 {
 
 fn default_fail_timeout() -> f64 {
     2.0
+}
+
+fn default_max_response() -> u64 {
+    crate::etcd::DEFAULT_MAX_RESPONSE_BYTES as u64
 }
 
 fn default_saved() -> PathBuf {

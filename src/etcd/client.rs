@@ -109,6 +109,7 @@ impl Client {
             &options.tls,
             options.unix_socket,
             &options.extra_headers,
+            options.max_response_bytes.max(1),
         )?;
         let tokens = endpoints
             .iter()

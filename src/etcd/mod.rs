@@ -39,7 +39,9 @@ pub use kv::{
     DEFAULT_PAGE,
 };
 pub use lease::{KeepAlive, KeepAliveState};
-pub use options::{ClientOptions, HealthOptions, Pem, Serializer, TlsOptions};
+pub use options::{
+    ClientOptions, HealthOptions, Pem, Serializer, TlsOptions, DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub use txn::{Compare, CompareResult, CompareTarget, TxnOp};
 pub use types::{
     DeleteResponse, GetResponse, KeyValue, LeaseGrantResponse, LeaseKeepAliveResponse,

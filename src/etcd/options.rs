@@ -24,7 +24,14 @@ pub struct ClientOptions {
     /// Reach etcd through this unix socket (a local proxy) instead of TCP, when it exists.
     pub unix_socket: Option<PathBuf>,
     pub health: HealthOptions,
+    /// The largest answer body, and the longest watch message, accepted from an endpoint; a
+    /// bigger one ends that connection with an error naming the endpoint (a broken proxy or
+    /// member must not fill the memory). Well above etcd's own 1.5 MiB request limit.
+    pub max_response_bytes: usize,
 }
+
+/// The default for [`ClientOptions::max_response_bytes`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -40,6 +47,7 @@ impl Default for ClientOptions {
             extra_headers: Vec::new(),
             unix_socket: None,
             health: HealthOptions::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

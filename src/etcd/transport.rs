@@ -145,6 +145,8 @@ pub(crate) struct Transport {
     extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Last resolved address of each endpoint given by name.
     resolved: Vec<Mutex<Option<SocketAddr>>>,
+    /// The largest body read from an answer.
+    pub(crate) max_body: usize,
 }
 
 impl Transport {
@@ -153,6 +155,7 @@ impl Transport {
         tls: &TlsOptions,
         unix_socket: Option<PathBuf>,
         extra_headers: &[(String, String)],
+        max_body: usize,
     ) -> Result<Self> {
         let mut headers = Vec::with_capacity(extra_headers.len());
         for (name, value) in extra_headers {
@@ -175,6 +178,7 @@ impl Transport {
             unix_socket,
             extra_headers: headers,
             resolved: (0..endpoints).map(|_| Mutex::new(None)).collect(),
+            max_body,
         })
     }
 
@@ -325,6 +329,13 @@ impl Transport {
             .await
             .map_err(|e| format!("read: {e}"))?
         {
+            if buf.len() + chunk.len() > self.max_body {
+                // The connection is dropped, not pooled: the rest of the body is unread.
+                return Err(format!(
+                    "answer body larger than {} bytes (etcd.max_response_size); connection closed",
+                    self.max_body
+                ));
+            }
             buf.extend_from_slice(chunk);
         }
         self.connector

@@ -94,14 +94,47 @@ pub enum WatchMessage {
 }
 
 /// Splits a byte stream into lines, whatever the chunking.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineSplitter {
     buf: BytesMut,
     /// Where to resume looking for a newline, so long lines are scanned once.
     scanned: usize,
+    /// The longest line kept; a longer one is an error (see [`LineTooLong`]).
+    max_line: usize,
 }
 
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter::with_limit(super::options::DEFAULT_MAX_RESPONSE_BYTES)
+    }
+}
+
+/// A line grew past the limit without ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong(pub usize);
+
 impl LineSplitter {
+    /// A splitter that refuses lines longer than `max_line` bytes.
+    pub fn with_limit(max_line: usize) -> LineSplitter {
+        LineSplitter {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_line: max_line.max(1),
+        }
+    }
+
+    /// Like [`LineSplitter::push`], but a line that grows past the limit is an error (and
+    /// nothing more is kept of it).
+    pub fn push_bounded(&mut self, chunk: &[u8]) -> Result<Vec<bytes::Bytes>, LineTooLong> {
+        let lines = self.push(chunk);
+        if self.buf.len() > self.max_line || lines.iter().any(|l| l.len() > self.max_line) {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+            return Err(LineTooLong(self.max_line));
+        }
+        Ok(lines)
+    }
+
     /// Adds bytes and returns every line completed by them, without blank lines.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<bytes::Bytes> {
         self.buf.extend_from_slice(chunk);
@@ -264,12 +297,23 @@ impl Reader {
                 None => read.await,
             };
             match outcome {
-                Ok(Some(chunk)) => {
-                    let lines = self.splitter.push(chunk);
-                    for line in lines {
-                        self.queue_line(&line);
+                Ok(Some(chunk)) => match self.splitter.push_bounded(chunk) {
+                    Ok(lines) => {
+                        for line in lines {
+                            self.queue_line(&line);
+                        }
                     }
-                }
+                    Err(LineTooLong(max)) => {
+                        self.end(Some(Error::Transport {
+                            endpoint: self.endpoint.clone(),
+                            key: self.key.clone(),
+                            reason: format!(
+                                "a watch message longer than {max} bytes (etcd.max_response_size); connection closed"
+                            ),
+                        }));
+                        return;
+                    }
+                },
                 Ok(None) => {
                     if let Some(line) = self.splitter.finish() {
                         self.queue_line(&line);
@@ -433,9 +477,13 @@ impl Client {
                         .map_err(|r| inner.transport_error(index, key, r))?;
                     let mut session = open.session;
                     if open.status != 200 {
+                        // An error body is short; what is past 64 KiB is not read.
                         let mut buf = Vec::new();
                         while let Ok(Some(chunk)) = session.read_body_ref().await {
                             buf.extend_from_slice(chunk);
+                            if buf.len() > 64 * 1024 {
+                                break;
+                            }
                         }
                         if open.status == 401 && token.is_some() && !renewed {
                             inner.invalidate_token(index, token.as_ref());
@@ -446,7 +494,7 @@ impl Client {
                     }
                     let mut reader = Reader {
                         session: Some(session),
-                        splitter: LineSplitter::default(),
+                        splitter: LineSplitter::with_limit(inner.transport.max_body),
                         pending: VecDeque::new(),
                         codec: inner.codec.clone(),
                         endpoint: inner.endpoint_name(index),

@@ -240,3 +240,86 @@ async fn garbage_in_the_stream_is_a_decode_error_not_a_panic() {
     assert!(matches!(&msgs[1], Err(portico::etcd::Error::Decode { .. })));
     assert_eq!(revision_of(msgs[2].as_ref().unwrap()), 4);
 }
+
+/// Answers every request with a chunked body of `x` bytes that never ends a line, up to
+/// `limit` bytes (then it stops writing and keeps the connection open).
+async fn endless(limit: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                if sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let piece = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < limit {
+                    let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                    chunk.extend_from_slice(&piece);
+                    chunk.extend_from_slice(b"\r\n");
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += piece.len();
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_answer_or_watch_line_without_end_is_cut_at_the_limit() {
+    let bounded = |port: u16| {
+        Client::new(ClientOptions {
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
+            api_prefix: Some("/v3".into()),
+            max_response_bytes: 1024 * 1024,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let port = endless(64 * 1024 * 1024).await;
+    let c = bounded(port);
+    // A range whose body never ends.
+    let err = tokio::time::timeout(Duration::from_secs(20), c.get("/k", Default::default()))
+        .await
+        .expect("not read forever")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("larger than 1048576 bytes"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    // It counted against the endpoint.
+    let again = c.get("/k", Default::default()).await.unwrap_err();
+    assert!(again.to_string().contains("unhealthy"), "{again}");
+    // A watch whose first line never ends.
+    let c = bounded(endless(64 * 1024 * 1024).await);
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        match c.watchdir("/k/", WatchOptions::default()).await {
+            Err(e) => e.to_string(),
+            Ok(mut w) => match w.next().await {
+                Some(Err(e)) => e.to_string(),
+                other => format!("{other:?}"),
+            },
+        }
+    })
+    .await
+    .expect("not read forever");
+    assert!(got.contains("longer than 1048576 bytes"), "{got}");
+}
