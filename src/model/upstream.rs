@@ -272,11 +272,19 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
+/// The largest node weight.
+const MAX_WEIGHT: u64 = 100_000_000;
+
 fn weight_of(v: &Value, what: &str) -> Result<u32, String> {
     v.as_u64()
-        .filter(|w| *w <= 100_000_000)
+        .filter(|w| *w <= MAX_WEIGHT)
         .map(|w| w as u32)
-        .ok_or_else(|| failed("nodes", format!("{what}: weight must be an integer from 0")))
+        .ok_or_else(|| {
+            failed(
+                "nodes",
+                format!("{what}: weight must be an integer from 0 to {MAX_WEIGHT}, got {v}"),
+            )
+        })
 }
 
 fn parse_nodes(value: &Value, scheme: Scheme) -> Result<Vec<Node>, String> {

@@ -2,6 +2,7 @@
 //! forward.
 
 pub mod guard;
+mod request_line;
 mod respond;
 
 use std::net::IpAddr;
@@ -38,7 +39,12 @@ pub struct Gateway {
     upstream_ca: Option<TrustedCa>,
     pools: Arc<Pools>,
     client: ClientTimeouts,
+    /// Config errors seen by requests, logged once a minute each rather than per request.
+    said: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// How often one config error met by requests is logged again.
+const SAY_AGAIN: Duration = Duration::from_secs(60);
 
 /// Per-request client limits (`proxy:` in config.yaml); the header deadline and the connection
 /// cap are in [`guard`].
@@ -73,7 +79,26 @@ impl Gateway {
             upstream_ca,
             pools,
             client: ClientTimeouts::default(),
+            said: Default::default(),
         }
+    }
+
+    /// Logs a config error a request met (a missing service or upstream), once a minute at
+    /// most for each, so a flood of requests does not flood the log.
+    fn say_once(&self, message: &str) {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if said
+            .get(message)
+            .is_some_and(|at| now.duration_since(*at) < SAY_AGAIN)
+        {
+            return;
+        }
+        if said.len() > 1024 {
+            said.retain(|_, at| now.duration_since(*at) < SAY_AGAIN);
+        }
+        said.insert(message.to_string(), now);
+        log::error!("{message} (said once a minute while it lasts)");
     }
 
     pub fn with_client_timeouts(mut self, client: ClientTimeouts) -> Gateway {
@@ -228,6 +253,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Err(status) = request_line::check(session.req_header_mut()) {
+            respond::send(session, ctx, crate::plugin::Answer::status(status)).await?;
+            return Ok(true);
+        }
         if let Some(answer) = respond::too_large(session.req_header(), self.client.max_body) {
             respond::send(session, ctx, answer).await?;
             return Ok(true);
@@ -276,7 +305,7 @@ impl ProxyHttp for Gateway {
         // A missing service or plugin_config is known before the plugins run; the upstream is
         // looked up after them (a redirect or a mock needs none).
         if let Err(why) = tables.check_refs(&entry) {
-            log::error!("{}", why.message);
+            self.say_once(&why.message);
             respond::send(session, ctx, respond::unroutable(&why)).await?;
             return Ok(true);
         }
@@ -297,7 +326,7 @@ impl ProxyHttp for Gateway {
         let target = match tables.target(&entry) {
             Ok(t) => t,
             Err(why) => {
-                log::error!("{}", why.message);
+                self.say_once(&why.message);
                 respond::send(session, ctx, respond::unroutable(&why)).await?;
                 return Ok(true);
             }

@@ -84,6 +84,8 @@ pub fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
+    // `example.com.` is `example.com`.
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
         return None;
     }

@@ -131,3 +131,63 @@ fn open_connections_are_capped() {
         .status
         == 200));
 }
+
+/// One raw request; the status and the body.
+fn raw(port: u16, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn request_targets_and_hosts_as_nginx_treats_them() {
+    let echo = Echo::start("t");
+    let g = Gateway::start(&format!(
+        "routes:\n  - {{id: good, uri: /h/*, host: good.example, upstream: {{nodes: {{\"{a}\": 1}}, pass_host: rewrite, upstream_host: r-good}}}}\n  - {{id: any, uri: /h/*, upstream: {{nodes: {{\"{a}\": 1}}, pass_host: rewrite, upstream_host: r-any}}}}\n",
+        a = echo.addr()
+    ));
+    // Absolute form: routed by its own host, sent upstream in origin form.
+    let (status, out) = raw(
+        g.port,
+        "GET http://good.example/h/x?q=1 HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{out}");
+    assert!(out.contains("\"path\":\"/h/x?q=1\""), "{out}");
+    assert!(out.contains("r-good"), "{out}");
+    // A trailing dot in Host is dropped before matching.
+    let r = g.request("GET", "/h/y", &[("Host", "good.example.")]);
+    assert_eq!(r.upstream_host(), "r-good");
+    for bad in [
+        "GET /h/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /h/x HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+        "GET /h/x HTTP/1.1\r\nHost: t/admin\r\nConnection: close\r\n\r\n",
+        "GET /h/x HTTP/1.1\r\nHost: t:99999999\r\nConnection: close\r\n\r\n",
+    ] {
+        assert_eq!(raw(g.port, bad).0, 400, "{bad:?}");
+    }
+    let (status, _) = raw(
+        g.port,
+        "TRACE /h/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 405);
+    // HTTP/1.0 needs no Host.
+    assert_eq!(raw(g.port, "GET /h/x HTTP/1.0\r\n\r\n").0, 200);
+}
+
+#[test]
+fn a_config_error_met_by_requests_is_logged_once_a_minute() {
+    let g = Gateway::start("routes:\n  - {id: lost, uri: /lost, service_id: gone}\n");
+    for _ in 0..5 {
+        assert_eq!(g.get("/lost", None).status, 404);
+    }
+    let log = g.log();
+    assert_eq!(log.matches("service gone not found").count(), 1, "{log}");
+}
