@@ -91,6 +91,11 @@ impl Gateway {
         Gateway::launch(&portico_bin(), dir, port, status_port, None, &config)
     }
 
+    /// The gateway's process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Stops the process and hands back its directory (saved config inside).
     pub fn into_dir(mut self) -> TempDir {
         if let Some(mut c) = self.child.take() {

@@ -471,3 +471,50 @@ fn the_key_names_the_resource_whatever_id_the_value_carries() {
         "deleting one key leaves the other"
     );
 }
+
+/// Resident memory of a process, in bytes, from /proc.
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 4096
+}
+
+#[test]
+fn a_huge_chash_upstream_takes_bounded_memory_and_does_not_stall_the_sync() {
+    let etcd = EtcdMember::start();
+    let a = Echo::start("ring");
+    etcd.etcdctl(&["put", "/apisix/upstreams/1", &upstream("1", &a)]);
+    etcd.etcdctl(&[
+        "put",
+        "/apisix/routes/before",
+        &route("before", "/before", "1"),
+    ]);
+    let g = start(&[etcd.url()]);
+    let before = rss_of(g.pid());
+    let nodes: serde_json::Map<String, Value> = (0..2000)
+        .map(|i| (format!("10.{}.{}.1:80", i / 250, i % 250), json!(1000)))
+        .collect();
+    let huge = json!({"id": "c2000", "type": "chash", "key": "remote_addr", "nodes": nodes});
+    etcd.etcdctl(&["put", "/apisix/upstreams/c2000", &huge.to_string()]);
+    etcd.etcdctl(&[
+        "put",
+        "/apisix/routes/after",
+        &route("after", "/after", "1"),
+    ]);
+    let started = Instant::now();
+    until_status(&g, "/after", 200);
+    let took = started.elapsed();
+    let grown = rss_of(g.pid()).saturating_sub(before);
+    eprintln!(
+        "2000-node chash: next change applied after {took:?}, RSS +{} MB",
+        grown / 1_000_000
+    );
+    assert!(grown < 200_000_000, "RSS grew by {grown} bytes");
+    assert_eq!(g.status()["counts"]["upstreams"], 2);
+}
