@@ -213,7 +213,7 @@ pub struct EtcdSettings {
     /// Seconds an endpoint that failed is skipped before it is tried again.
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout: f64,
-    /// The largest answer body or watch message taken from an endpoint (bytes; `64m`); a bigger
+    /// The largest answer body or watch message taken from an endpoint (bytes; `16m`); a bigger
     /// one ends that connection with an error naming the endpoint.
     #[serde(default = "default_max_response", deserialize_with = "bytes")]
     pub max_response_size: u64,

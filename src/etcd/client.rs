@@ -277,6 +277,13 @@ impl Inner {
     }
 
     pub fn transport_error(&self, index: usize, key: &str, reason: String) -> Error {
+        if reason == super::transport::TOO_LARGE {
+            return Error::TooLarge {
+                endpoint: self.endpoint_name(index),
+                key: key.to_string(),
+                limit: self.transport.max_body,
+            };
+        }
         Error::Transport {
             endpoint: self.endpoint_name(index),
             key: key.to_string(),

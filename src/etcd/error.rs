@@ -59,6 +59,13 @@ pub enum Error {
         cause: String,
         index: u64,
     },
+    /// An answer body (or a watch message) grew past the client's `max_response_bytes`; the
+    /// connection was closed. Ask for less (a smaller page) or raise the limit.
+    TooLarge {
+        endpoint: String,
+        key: String,
+        limit: usize,
+    },
     /// A watch saw no data for its read timeout. The endpoint is fine; watch again.
     WatchIdle {
         endpoint: String,
@@ -72,7 +79,7 @@ impl Error {
     /// another one), as opposed to an answer from a healthy etcd.
     pub fn is_endpoint_failure(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Timeout { .. } => true,
+            Error::Transport { .. } | Error::Timeout { .. } | Error::TooLarge { .. } => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }
@@ -168,6 +175,14 @@ impl fmt::Display for Error {
                 f,
                 "etcd {endpoint}: v2 error {} ({message}): {cause} [index {index}]",
                 code.number()
+            ),
+            Error::TooLarge {
+                endpoint,
+                key,
+                limit,
+            } => write!(
+                f,
+                "etcd {endpoint}: the answer for {key:?} is larger than {limit} bytes (max_response_bytes); connection closed"
             ),
             Error::WatchIdle {
                 endpoint,

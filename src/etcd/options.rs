@@ -26,12 +26,13 @@ pub struct ClientOptions {
     pub health: HealthOptions,
     /// The largest answer body, and the longest watch message, accepted from an endpoint; a
     /// bigger one ends that connection with an error naming the endpoint (a broken proxy or
-    /// member must not fill the memory). Well above etcd's own 1.5 MiB request limit.
+    /// member must not fill the memory). Well above etcd's own 1.5 MiB request limit; a paged read that
+    /// meets it asks again for smaller pages.
     pub max_response_bytes: usize,
 }
 
 /// The default for [`ClientOptions::max_response_bytes`].
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {

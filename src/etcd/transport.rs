@@ -138,6 +138,10 @@ pub(crate) struct OpenResponse {
     pub session: HttpSession,
 }
 
+/// The reason a body over the limit gives; [`super::client`] turns it into
+/// [`super::Error::TooLarge`].
+pub(crate) const TOO_LARGE: &str = "answer body over max_response_bytes";
+
 pub(crate) struct Transport {
     connector: Connector,
     tls: TlsMaterial,
@@ -331,10 +335,7 @@ impl Transport {
         {
             if buf.len() + chunk.len() > self.max_body {
                 // The connection is dropped, not pooled: the rest of the body is unread.
-                return Err(format!(
-                    "answer body larger than {} bytes (etcd.max_response_size); connection closed",
-                    self.max_body
-                ));
+                return Err(TOO_LARGE.to_string());
             }
             buf.extend_from_slice(chunk);
         }

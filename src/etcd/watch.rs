@@ -303,13 +303,11 @@ impl Reader {
                             self.queue_line(&line);
                         }
                     }
-                    Err(LineTooLong(max)) => {
-                        self.end(Some(Error::Transport {
+                    Err(LineTooLong(limit)) => {
+                        self.end(Some(Error::TooLarge {
                             endpoint: self.endpoint.clone(),
                             key: self.key.clone(),
-                            reason: format!(
-                                "a watch message longer than {max} bytes (etcd.max_response_size); connection closed"
-                            ),
+                            limit,
                         }));
                         return;
                     }

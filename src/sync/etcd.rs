@@ -187,6 +187,8 @@ pub struct EtcdSync {
     mirror: Arc<Mutex<Mirror>>,
     saved: Option<PathBuf>,
     watch_idle: Duration,
+    /// Keys per page of a full read: smaller after a page was too large for the client.
+    page: std::sync::atomic::AtomicI64,
 }
 
 /// A growing, jittered, capped delay.
@@ -233,6 +235,7 @@ impl EtcdSync {
             mirror: Arc::new(Mutex::new(Mirror::default())),
             saved,
             watch_idle,
+            page: std::sync::atomic::AtomicI64::new(PAGE),
         });
         let mirror = sync.mirror.clone();
         sync.status.set_keys_view(Arc::new(move || {
@@ -286,10 +289,23 @@ impl EtcdSync {
     /// Reads the whole prefix and applies the difference with what is known, by mod_revision.
     async fn full_read(&self) -> Result<(), Error> {
         let started = Instant::now();
-        let snapshot = self
+        use std::sync::atomic::Ordering;
+        let page = self.page.load(Ordering::Relaxed);
+        let snapshot = match self
             .client
-            .readdir_paged(&format!("{}/", self.prefix), PAGE)
-            .await?;
+            .readdir_paged(&format!("{}/", self.prefix), page)
+            .await
+        {
+            Ok(s) => s,
+            Err(e @ Error::TooLarge { .. }) if page > 1 => {
+                // Large values: the next try asks for fewer keys at a time.
+                let smaller = (page / 10).max(1);
+                log::warn!("{e}; reading {smaller} keys per page from now on");
+                self.page.store(smaller, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.contact(None);
         let mut changes = Vec::new();
         {

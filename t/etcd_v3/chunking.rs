@@ -321,5 +321,5 @@ async fn an_answer_or_watch_line_without_end_is_cut_at_the_limit() {
     })
     .await
     .expect("not read forever");
-    assert!(got.contains("longer than 1048576 bytes"), "{got}");
+    assert!(got.contains("larger than 1048576 bytes"), "{got}");
 }

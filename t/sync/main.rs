@@ -518,3 +518,28 @@ fn a_huge_chash_upstream_takes_bounded_memory_and_does_not_stall_the_sync() {
     assert!(grown < 200_000_000, "RSS grew by {grown} bytes");
     assert_eq!(g.status()["counts"]["upstreams"], 2);
 }
+
+#[test]
+fn pages_too_large_for_the_client_are_read_smaller() {
+    let etcd = EtcdMember::start();
+    let a = Echo::start("pages");
+    // 30 upstreams of 45 KB each: 1.3 MB in one page, over the 1 MiB configured below.
+    for i in 0..30 {
+        let nodes: serde_json::Map<String, Value> = (0..2000)
+            .map(|n| (format!("10.{}.{}.{i}:80", n / 250, n % 250), json!(1)))
+            .collect();
+        let up = json!({"id": format!("big{i}"), "nodes": nodes});
+        etcd.etcdctl(&["put", &format!("/apisix/upstreams/big{i}"), &up.to_string()]);
+    }
+    etcd.etcdctl(&["put", "/apisix/upstreams/1", &upstream("1", &a)]);
+    etcd.etcdctl(&["put", "/apisix/routes/r", &route("r", "/r", "1")]);
+    let g = Gateway::spawn_etcd(&[etcd.url()], "  max_response_size: 1m\n");
+    assert!(
+        wait_until(Duration::from_secs(30), || g.ready()),
+        "{}",
+        g.log()
+    );
+    assert_eq!(g.status()["counts"]["upstreams"], 31);
+    assert_eq!(g.get("/r", None).status, 200);
+    assert!(g.log().contains("keys per page from now on"), "{}", g.log());
+}
