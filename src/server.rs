@@ -43,17 +43,59 @@ struct Cli {
 
 fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
     match config.config.provider {
-        Provider::Etcd => match config.etcd.as_ref().map(etcd_client) {
-            Some(Ok(_)) => {
-                println!("configuration {} is ok", conf.display());
-                ExitCode::SUCCESS
+        Provider::Etcd => {
+            let Some(settings) = config.etcd.as_ref() else {
+                return ExitCode::FAILURE;
+            };
+            let client = match etcd_client(settings) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: etcd: {e}", conf.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start a runtime to read etcd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Every item under the prefix, checked as the sync checks it.
+            match runtime.block_on(crate::sync::etcd::check_prefix(&client, &settings.prefix)) {
+                Ok((counts, invalid)) => {
+                    for r in &invalid {
+                        eprintln!("etcd {}: {r}", settings.prefix);
+                    }
+                    println!(
+                        "etcd {}: {}",
+                        settings.prefix,
+                        counts
+                            .iter()
+                            .map(|(k, v)| format!("{v} {k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if invalid.is_empty() {
+                        println!("configuration {} is ok", conf.display());
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("{} invalid item(s)", invalid.len());
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "{}: cannot read the resources from etcd: {e}",
+                        conf.display()
+                    );
+                    ExitCode::FAILURE
+                }
             }
-            Some(Err(e)) => {
-                eprintln!("{}: etcd: {e}", conf.display());
-                ExitCode::FAILURE
-            }
-            None => ExitCode::FAILURE,
-        },
+        }
         Provider::Yaml => match standalone::load(&config.config.yaml) {
             Ok(loaded) => {
                 for r in &loaded.rejected {

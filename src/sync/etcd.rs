@@ -178,6 +178,37 @@ fn item_of(kv: &KeyValue) -> Item {
     }
 }
 
+/// What `portico -t` finds under the prefix: how many resources of each kind are valid,
+/// and every item that is not (invalid, naming no resource, or conflicting with another).
+pub async fn check_prefix(
+    client: &Client,
+    prefix: &str,
+) -> Result<
+    (
+        std::collections::BTreeMap<&'static str, usize>,
+        Vec<Invalid>,
+    ),
+    Error,
+> {
+    let snapshot = client.readdir_paged(&format!("{prefix}/"), PAGE).await?;
+    let mut m = Mirror::default();
+    let mut changes = Vec::new();
+    for kv in &snapshot.kvs {
+        match classify_key(prefix, &kv.key) {
+            KeyIs::Resource(kind, id) => changes.extend(m.put(&kv.key, kind, &id, item_of(kv))),
+            KeyIs::Odd(kind, id) => {
+                m.rejected
+                    .insert(kv.key.clone(), odd_key(&kv.key, kind, &id));
+            }
+            KeyIs::Ignored => {}
+        }
+    }
+    let tables = crate::tables::Tables::default().apply(changes, None);
+    let mut invalid = m.rejected_list();
+    invalid.extend(tables.conflicts.iter().cloned());
+    Ok((tables.config.counts(), invalid))
+}
+
 /// The etcd source's state, shared with the status listener.
 pub struct EtcdSync {
     client: Client,

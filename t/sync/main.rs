@@ -543,3 +543,60 @@ fn pages_too_large_for_the_client_are_read_smaller() {
     assert_eq!(g.get("/r", None).status, 200);
     assert!(g.log().contains("keys per page from now on"), "{}", g.log());
 }
+
+#[test]
+fn portico_t_reads_etcd_and_names_every_invalid_item() {
+    let etcd = EtcdMember::start();
+    let a = Echo::start("t");
+    etcd.etcdctl(&["put", "/apisix/upstreams/1", &upstream("1", &a)]);
+    etcd.etcdctl(&["put", "/apisix/routes/good", &route("good", "/good", "1")]);
+    etcd.etcdctl(&[
+        "put",
+        "/apisix/routes/opa",
+        r#"{"uri": "/o", "plugins": {"opa": {}}}"#,
+    ]);
+    etcd.etcdctl(&["put", "/apisix/routes/x/y", &route("x", "/x", "1")]);
+    let dir = harness::TempDir::new("t-etcd");
+    let run = |endpoint: &str| {
+        let conf = dir.path().join("config.yaml");
+        std::fs::write(
+            &conf,
+            format!("proxy:\n  listen: [\"127.0.0.1:1\"]\nconfig:\n  provider: etcd\netcd:\n  endpoints: [\"{endpoint}\"]\n  timeout: 3\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run(&etcd.url());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("route opa") && text.contains("opa is not implemented"),
+        "{text}"
+    );
+    assert!(text.contains("/apisix/routes/x/y"), "{text}");
+    assert!(
+        text.contains("1 routes") && text.contains("2 invalid item(s)"),
+        "{text}"
+    );
+    etcd.etcdctl(&["del", "/apisix/routes/opa"]);
+    etcd.etcdctl(&["del", "/apisix/routes/x/y"]);
+    let (ok, text) = run(&etcd.url());
+    assert!(ok, "{text}");
+    let (ok, text) = run(&format!("http://127.0.0.1:{}", harness::free_port()));
+    assert!(!ok);
+    assert!(
+        text.contains("cannot read the resources from etcd"),
+        "{text}"
+    );
+}
