@@ -28,6 +28,7 @@ mod basic_auth;
 mod client_control;
 mod consumer_restriction;
 mod cors;
+mod csrf;
 mod fault_injection;
 mod hmac_auth;
 mod ip_restriction;
@@ -102,6 +103,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(client_control::ClientControlFactory);
     r.register(consumer_restriction::ConsumerRestrictionFactory);
     r.register(cors::CorsFactory);
+    r.register(csrf::CsrfFactory);
     r.register(fault_injection::FaultInjectionFactory);
     r.register(hmac_auth::HmacAuthFactory);
     r.register(ip_restriction::IpRestrictionFactory);

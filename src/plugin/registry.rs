@@ -41,8 +41,8 @@ pub trait Factory: Send + Sync + 'static {
     fn is_auth(&self) -> bool {
         false
     }
-    /// The consumer-side fields APISIX's Admin API stores encrypted (`encrypt_fields`): they
-    /// are decrypted with the keyring before [`Factory::consumer`] sees them.
+    /// The fields APISIX's Admin API stores encrypted (`encrypt_fields`; an auth plugin's on
+    /// its consumer side): they are decrypted with the keyring before the factory sees them.
     fn encrypt_fields(&self) -> &'static [&'static str] {
         &[]
     }
@@ -194,8 +194,11 @@ impl Registry {
         }
         let meta = Meta::parse(settings).map_err(err)?;
         let consumer_side = matches!(scope, Scope::Consumer | Scope::Credential);
+        // An auth plugin's encrypted fields are on its consumer side; other plugins' wherever
+        // they are configured (csrf's `key` on a route).
+        let reveal_here = consumer_side || !factory.is_auth();
         let revealed;
-        let settings = if consumer_side {
+        let settings = if reveal_here {
             revealed = reveal(settings, factory.encrypt_fields(), &self.keyring).map_err(err)?;
             &revealed
         } else {

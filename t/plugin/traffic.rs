@@ -259,3 +259,67 @@ fn faults_mocks_limits_and_restrictions() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.echo()["headers"]["x-real-ip"], "1.1.1.1");
 }
+
+#[test]
+fn csrf_needs_the_cookie_it_handed_out() {
+    let echo = Echo::start("csrf");
+    let g = start(
+        &echo,
+        // The key as APISIX's Admin API stores it: "the-key", encrypted with its keyring.
+        vec![
+            json!({"id": "c", "uri": "/c", "plugins": {"csrf": {"key": "JCX7x1qN5e9kHt0GuJfWpw=="}}}),
+        ],
+        &[],
+    );
+    let r = g.request("GET", "/c", &[]);
+    assert_eq!(r.status, 200);
+    let cookie = r.headers["set-cookie"].clone();
+    assert!(cookie.contains(";path=/;SameSite=Lax;Expires="), "{cookie}");
+    let token = cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    let r = g.request("POST", "/c", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "{\"error_msg\":\"no csrf token in headers\"}\n")
+    );
+    assert!(
+        r.headers.contains_key("set-cookie"),
+        "a new cookie on refusals too"
+    );
+    let r = g.request("POST", "/c", &[("apisix-csrf-token", &token)]);
+    assert_eq!(r.body, "{\"error_msg\":\"no csrf cookie\"}\n");
+    let with_cookie = format!("apisix-csrf-token={token}");
+    let r = g.request(
+        "POST",
+        "/c",
+        &[("apisix-csrf-token", "other"), ("Cookie", &with_cookie)],
+    );
+    assert_eq!(r.body, "{\"error_msg\":\"csrf token mismatch\"}\n");
+    let r = g.request(
+        "POST",
+        "/c",
+        &[("apisix-csrf-token", &token), ("Cookie", &with_cookie)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Signed with another key: refused.
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        r#"{"random":0.5,"expires":1700000000,"sign":"00"}"#,
+    );
+    let r = g.request(
+        "POST",
+        "/c",
+        &[
+            ("apisix-csrf-token", &forged),
+            ("Cookie", &format!("apisix-csrf-token={forged}")),
+        ],
+    );
+    assert_eq!(
+        r.body,
+        "{\"error_msg\":\"Failed to verify the csrf token signature\"}\n"
+    );
+}
