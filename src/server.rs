@@ -97,7 +97,15 @@ fn test_config(config: &GatewayConfig, conf: &std::path::Path) -> ExitCode {
             }
         }
         Provider::Yaml => match standalone::load(&config.config.yaml) {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                // What only shows once compiled: shared consumer keys, plugins' upstreams.
+                let tables = crate::tables::Tables::compile(
+                    loaded.config.clone(),
+                    Vec::new(),
+                    &crate::tables::Tables::default(),
+                );
+                loaded.rejected.extend(tables.conflicts.iter().cloned());
+                loaded.rejected.extend(tables.route_problems().cloned());
                 for r in &loaded.rejected {
                     eprintln!("{}: {r}", config.config.yaml.display());
                 }

@@ -133,6 +133,7 @@ impl StatusApp {
             .rejected
             .iter()
             .chain(tables.conflicts.iter())
+            .chain(tables.route_problems())
             .map(|r| json!({"kind": r.kind.dir(), "id": r.id, "error": r.message}))
             .collect();
         // Loud: a rejected global rule means every request goes without its plugins.

@@ -175,6 +175,15 @@ impl Chain {
         self.entries.is_empty()
     }
 
+    /// The inline upstreams a plugin of the chain may send to (see [`Plugin::upstreams`]).
+    pub fn inline_upstreams(&self) -> &[Value] {
+        self.entries
+            .iter()
+            .map(|e| e.plugin.upstreams())
+            .find(|u| !u.is_empty())
+            .unwrap_or(&[])
+    }
+
     /// The names in running order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| &*e.name)

@@ -36,6 +36,8 @@ pub struct RequestState {
     pub consumer_index: Option<Arc<ConsumerIndex>>,
     /// The status of the answer, once known (for the log phase).
     pub status: u16,
+    /// Where the request goes instead of the route's upstream (`traffic-split`).
+    pub upstream: Option<super::UpstreamChoice>,
     /// The most request body bytes the upstream may get (`client-control`); above it, 413.
     pub body_limit: Option<u64>,
     scratch: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,

@@ -23,6 +23,7 @@ mod registry;
 mod settings;
 
 mod template;
+mod traffic_split;
 
 mod basic_auth;
 mod client_control;
@@ -51,6 +52,7 @@ pub use cx::{Cx, RequestState, CONSUMER_HEADERS};
 pub use registry::{registry, Built, Configured, Factory, Registry, Scope};
 pub use settings::{allow_or_deny, check_range, parse_settings, ConsumerAuth};
 pub use template::Template;
+pub use traffic_split::UpstreamChoice;
 
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -95,6 +97,12 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// After the response is sent.
     fn log(&self, _cx: &mut Cx<'_>) {}
+
+    /// Upstreams the plugin may send to, in APISIX's upstream JSON (`traffic-split`'s inline
+    /// ones): the tables check them and give each a balancer, or refuse the route.
+    fn upstreams(&self) -> &[serde_json::Value] {
+        &[]
+    }
 }
 
 /// Registers every plugin Portico implements.
@@ -117,5 +125,6 @@ fn register_builtins(r: &mut Registry) {
     r.register(referer_restriction::RefererRestrictionFactory);
     r.register(request_id::RequestIdFactory);
     r.register(response_rewrite::ResponseRewriteFactory);
+    r.register(traffic_split::TrafficSplitFactory);
     r.register(ua_restriction::UaRestrictionFactory);
 }

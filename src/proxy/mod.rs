@@ -323,7 +323,8 @@ impl ProxyHttp for Gateway {
         }
         // `real-ip` may have found the client behind a trusted proxy.
         ctx.client_ip = ctx.plugins.client_ip;
-        let target = match tables.target(&entry) {
+        let choice = ctx.plugins.upstream.take();
+        let target = match tables.target_with(&entry, choice.as_ref()) {
             Ok(t) => t,
             Err(why) => {
                 self.say_once(&why.message);

@@ -206,6 +206,7 @@ pub async fn check_prefix(
     let tables = crate::tables::Tables::default().apply(changes, None);
     let mut invalid = m.rejected_list();
     invalid.extend(tables.conflicts.iter().cloned());
+    invalid.extend(tables.route_problems().cloned());
     Ok((tables.config.counts(), invalid))
 }
 

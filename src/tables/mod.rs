@@ -15,7 +15,7 @@ use crate::model::{
     Consumer, ConsumerGroup, Credential, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource,
     Route, Service, Ssl, Timeout, Upstream,
 };
-use crate::plugin::{Built, Chain, ConsumerIndex, ConsumerMatch};
+use crate::plugin::{Built, Chain, ConsumerIndex, ConsumerMatch, UpstreamChoice};
 use crate::router::{RouteEntry, Router};
 use crate::upstream::Balancer;
 use sharded::ShardedMap;
@@ -197,6 +197,11 @@ pub struct Tables {
     consumers: Arc<ConsumerIndex>,
     /// Resources that are valid alone but conflict with another (a key two consumers share).
     pub conflicts: Arc<Vec<Invalid>>,
+    /// Routes not served because of what their plugins ask for (a traffic-split upstream that
+    /// is no valid upstream), by route id.
+    route_problems: ShardedMap<Id, Invalid>,
+    /// How many traffic-split balancers each route has (`routes/<id>/traffic-split/<n>`).
+    split_balancers: ShardedMap<Id, usize>,
     /// Balancers by upstream name (see [`Target::upstream_name`]).
     balancers: ShardedMap<String, BalancerSlot>,
     /// Items that failed validation, with their errors.
@@ -209,6 +214,11 @@ pub struct Tables {
 
 fn inline_name(kind: &str, id: &Id) -> String {
     format!("{kind}/{id} (inline)")
+}
+
+/// The balancer of a route's n-th traffic-split upstream.
+fn split_name(route: &Id, n: usize) -> String {
+    format!("routes/{route}/traffic-split/{n}")
 }
 
 impl Tables {
@@ -469,6 +479,13 @@ impl Tables {
             route.hosts.clone()
         };
         let chain = Arc::new(self.route_chain(&route));
+        if let Err(problem) = self.split_upstreams(&route.id, &chain) {
+            // Fail closed: the route is not served without the split it asks for.
+            log::error!("{problem}");
+            self.route_problems.insert(route.id.clone(), problem);
+            return;
+        }
+        self.route_problems.remove(&route.id);
         let entry = Arc::new(RouteEntry {
             route,
             hosts,
@@ -477,6 +494,53 @@ impl Tables {
         });
         self.router.add(&entry);
         self.entries.insert(entry.route.id.clone(), entry);
+    }
+
+    /// Gives each inline upstream of the route's traffic-split a balancer (keeping the live
+    /// state of those whose nodes did not change), and drops the ones it no longer has.
+    fn split_upstreams(&mut self, id: &Id, chain: &Chain) -> Result<(), Invalid> {
+        let specs = chain.inline_upstreams();
+        let mut parsed = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            match Upstream::parse(spec, None) {
+                Ok(u) => parsed.push(u),
+                Err(e) => {
+                    self.drop_split_balancers(id, 0);
+                    return Err(Invalid {
+                        kind: Kind::Route,
+                        id: id.to_string(),
+                        message: format!(
+                            "plugin traffic-split: weighted upstream {i}: {e}; the route is not served"
+                        ),
+                    });
+                }
+            }
+        }
+        let n = parsed.len();
+        for (i, u) in parsed.into_iter().enumerate() {
+            self.keep_balancer(split_name(id, i), &Arc::new(u), None);
+        }
+        self.drop_split_balancers(id, n);
+        if n > 0 {
+            self.split_balancers.insert(id.clone(), n);
+        }
+        Ok(())
+    }
+
+    /// Removes a route's traffic-split balancers from the `keep`-th on.
+    fn drop_split_balancers(&mut self, id: &Id, keep: usize) {
+        let had = self.split_balancers.get(id).copied().unwrap_or(0);
+        for i in keep..had {
+            self.balancers.remove(split_name(id, i).as_str());
+        }
+        if keep == 0 {
+            self.split_balancers.remove(id);
+        }
+    }
+
+    /// Routes not served because of their plugins.
+    pub fn route_problems(&self) -> impl Iterator<Item = &Invalid> {
+        self.route_problems.values()
     }
 
     /// A route's plugins over its plugin_config's over its service's (APISIX's precedence).
@@ -537,6 +601,8 @@ impl Tables {
 
     fn remove_route(&mut self, id: &Id) {
         self.unfile_route(id);
+        self.drop_split_balancers(id, 0);
+        self.route_problems.remove(id);
         if let Some(old) = self.config.routes.remove(id) {
             if old.item.upstream.is_some() {
                 self.balancers.remove(inline_name("routes", id).as_str());
@@ -717,6 +783,15 @@ impl Tables {
     /// The upstream (and timeouts, websocket) of a matched route, merged with its service:
     /// the route's own fields win.
     pub fn target(&self, entry: &RouteEntry) -> Result<Target, Unroutable> {
+        self.target_with(entry, None)
+    }
+
+    /// Like [`Tables::target`], to the upstream a plugin chose (`traffic-split`) when it chose.
+    pub fn target_with(
+        &self,
+        entry: &RouteEntry,
+        choice: Option<&UpstreamChoice>,
+    ) -> Result<Target, Unroutable> {
         self.check_refs(entry)?;
         let route = &entry.route;
         let service = route
@@ -724,7 +799,24 @@ impl Tables {
             .as_ref()
             .and_then(|id| self.config.services.get(id))
             .map(|s| &s.item);
-        let name = if let Some(id) = &route.upstream_id {
+        let name = if let Some(choice) = choice {
+            match choice {
+                UpstreamChoice::Id(id) => {
+                    let name = format!("upstreams/{id}");
+                    if self.balancers.get(name.as_str()).is_none() {
+                        return Err(Unroutable {
+                            status: 500,
+                            message: format!(
+                                "route {}: failed to fetch upstream info by upstream id: {id}",
+                                route.id
+                            ),
+                        });
+                    }
+                    name
+                }
+                UpstreamChoice::Inline(n) => split_name(&route.id, *n),
+            }
+        } else if let Some(id) = &route.upstream_id {
             format!("upstreams/{id}")
         } else if route.upstream.is_some() {
             inline_name("routes", &route.id)

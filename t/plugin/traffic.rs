@@ -323,3 +323,62 @@ fn csrf_needs_the_cookie_it_handed_out() {
         "{\"error_msg\":\"Failed to verify the csrf token signature\"}\n"
     );
 }
+
+#[test]
+fn traffic_split_sends_weighted_shares_and_picks_by_vars() {
+    let stable = Echo::start("stable");
+    let canary = Echo::start("canary");
+    let inline = Echo::start("inline");
+    let g = start(
+        &stable,
+        vec![
+            json!({"id": "w", "uri": "/w", "upstream_id": "stable", "plugins": {"traffic-split": {"rules": [
+                {"weighted_upstreams": [{"upstream_id": "canary", "weight": 1}, {"weight": 3}]}]}}}),
+            json!({"id": "v", "uri": "/v", "upstream_id": "stable", "plugins": {"traffic-split": {"rules": [
+                {"match": [{"vars": [["http_x_canary", "==", "1"]]}],
+                 "weighted_upstreams": [{"upstream": {"nodes": {inline.addr(): 1}}}]}]}}}),
+            json!({"id": "bad", "uri": "/bad", "upstream_id": "stable", "plugins": {"traffic-split": {"rules": [
+                {"weighted_upstreams": [{"upstream": {"nodes": {"127.0.0.1:0": 1}}}]}]}}}),
+            json!({"id": "gone", "uri": "/gone", "upstream_id": "stable", "plugins": {"traffic-split": {"rules": [
+                {"weighted_upstreams": [{"upstream_id": "nope"}]}]}}}),
+        ],
+        &[(
+            "upstreams",
+            vec![
+                json!({"id": "stable", "nodes": {stable.addr(): 1}}),
+                json!({"id": "canary", "nodes": {canary.addr(): 1}}),
+            ],
+        )],
+    );
+    let servers: Vec<String> = (0..8)
+        .map(|_| {
+            g.request("GET", "/w", &[]).echo()["server"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        servers.iter().filter(|s| *s == "canary").count(),
+        2,
+        "{servers:?}"
+    );
+    assert_eq!(
+        servers.iter().filter(|s| *s == "stable").count(),
+        6,
+        "{servers:?}"
+    );
+    assert_eq!(g.request("GET", "/v", &[]).echo()["server"], "stable");
+    assert_eq!(
+        g.request("GET", "/v", &[("X-Canary", "1")]).echo()["server"],
+        "inline"
+    );
+    // Fail closed: a split to no valid upstream is not served.
+    assert_eq!(g.get("/bad", None).status, 404);
+    assert!(
+        g.status()["rejected"].to_string().contains("traffic-split"),
+        "{}",
+        g.status()
+    );
+    assert_eq!(g.get("/gone", None).status, 500);
+}
