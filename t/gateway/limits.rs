@@ -191,3 +191,34 @@ fn a_config_error_met_by_requests_is_logged_once_a_minute() {
     let log = g.log();
     assert_eq!(log.matches("service gone not found").count(), 1, "{log}");
 }
+
+#[test]
+fn a_client_that_never_reads_is_dropped_after_send_timeout() {
+    let echo = Echo::start("big");
+    let g = Gateway::start_with_proxy(&route(&echo), "  send_timeout: 1\n");
+    // The echo server answers with the body it got: 16 MB that the client will not read.
+    let body = "a".repeat(16 * 1024 * 1024);
+    let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    s.set_nonblocking(false).unwrap();
+    let head = format!(
+        "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    // Not reading: the gateway's writes stall, and send_timeout gives up on the client.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.len() < body.len(),
+        "the whole answer ({} bytes) arrived: the gateway waited for the client",
+        got.len()
+    );
+    assert!(crate::harness::wait_until(Duration::from_secs(5), || g
+        .log()
+        .to_lowercase()
+        .contains("timed")));
+    assert_eq!(g.get("/after", None).status, 200);
+}
