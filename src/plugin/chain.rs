@@ -236,6 +236,10 @@ impl Chain {
         self.each(cx, |p, cx| p.before_proxy(cx, up));
     }
 
+    pub fn request_body(&self, cx: &mut Cx<'_>, body: &Option<Bytes>, end: bool) {
+        self.each(cx, |p, cx| p.request_body(cx, body, end));
+    }
+
     pub fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
         self.each(cx, |p, cx| p.header_filter(cx, resp));
     }

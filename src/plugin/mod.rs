@@ -37,6 +37,7 @@ mod jwt_auth;
 mod key_auth;
 mod mocking;
 mod multi_auth;
+mod proxy_mirror;
 mod proxy_rewrite;
 mod real_ip;
 mod redirect;
@@ -85,6 +86,9 @@ pub trait Plugin: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// Each piece of the request body as it goes upstream; `end` on the last.
+    fn request_body(&self, _cx: &mut Cx<'_>, _body: &Option<Bytes>, _end: bool) {}
+
     /// Just before the request goes upstream, after the gateway's own headers
     /// (`X-Forwarded-*`, `pass_host`) are set.
     fn before_proxy(&self, _cx: &mut Cx<'_>, _upstream: &mut RequestHeader) {}
@@ -119,6 +123,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(key_auth::KeyAuthFactory);
     r.register(mocking::MockingFactory);
     r.register(multi_auth::MultiAuthFactory);
+    r.register(proxy_mirror::ProxyMirrorFactory);
     r.register(proxy_rewrite::ProxyRewriteFactory);
     r.register(real_ip::RealIpFactory);
     r.register(redirect::RedirectFactory);

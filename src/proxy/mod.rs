@@ -339,11 +339,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.each_chain(session, |c, cx| c.request_body(cx, body, end_of_stream));
         // client_max_body_size, or the route's client-control in its place.
         if let (Some(limit), Some(b)) = (ctx.plugins.body_limit.filter(|l| *l > 0), body.as_ref()) {
             ctx.body_read += b.len() as u64;

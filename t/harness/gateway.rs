@@ -404,6 +404,8 @@ pub struct Echo {
     pub name: String,
     stop: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
+    /// Every request answered, as the JSON it answered with.
+    seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Echo {
@@ -441,7 +443,9 @@ impl Echo {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(AtomicUsize::new(0));
-        let (stop2, name2, open2) = (stop.clone(), name.to_string(), open.clone());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, name2, open2, seen2) =
+            (stop.clone(), name.to_string(), open.clone(), seen.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -449,9 +453,10 @@ impl Echo {
                         let name = name2.clone();
                         let stop = stop2.clone();
                         let open = open2.clone();
+                        let seen = seen2.clone();
                         open.fetch_add(1, Ordering::SeqCst);
                         std::thread::spawn(move || {
-                            serve(sock, &name, &stop, delay);
+                            serve(sock, &name, &stop, delay, &seen);
                             open.fetch_sub(1, Ordering::SeqCst);
                         });
                     }
@@ -464,7 +469,13 @@ impl Echo {
             name: name.to_string(),
             stop,
             open,
+            seen,
         })
+    }
+
+    /// The requests this server answered so far (method, path, headers, body).
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// Connections open to this server now (it closes one after 30 s without a request).
@@ -483,7 +494,13 @@ impl Drop for Echo {
     }
 }
 
-fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
+fn serve(
+    sock: TcpStream,
+    name: &str,
+    stop: &AtomicBool,
+    delay: Duration,
+    seen: &std::sync::Mutex<Vec<serde_json::Value>>,
+) {
     let client_port = sock.peer_addr().map(|a| a.port()).unwrap_or(0);
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
@@ -560,15 +577,18 @@ fn serve(sock: TcpStream, name: &str, stop: &AtomicBool, delay: Duration) {
                 .unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
         }
-        let reply = serde_json::json!({
+        let answer = serde_json::json!({
             "server": name,
             "client_port": client_port,
             "method": method,
             "path": path,
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
-        })
-        .to_string();
+        });
+        let reply = answer.to_string();
+        if let Ok(mut seen) = seen.lock() {
+            seen.push(answer);
+        }
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
             reply.len()

@@ -382,3 +382,42 @@ fn traffic_split_sends_weighted_shares_and_picks_by_vars() {
     );
     assert_eq!(g.get("/gone", None).status, 500);
 }
+
+#[test]
+fn proxy_mirror_copies_requests_with_their_bodies() {
+    let real = Echo::start("real");
+    let copy = Echo::start("copy");
+    let g = start(
+        &real,
+        vec![
+            json!({"id": "m", "uri": "/m/*", "plugins": {"proxy-mirror": {"host": format!("http://{}", copy.addr())}}}),
+            json!({"id": "p", "uri": "/p", "plugins": {"proxy-mirror": {"host": format!("http://{}", copy.addr()), "path": "/mirrored"}}}),
+            json!({"id": "dead", "uri": "/dead", "plugins": {"proxy-mirror": {"host": "http://127.0.0.1:1"}}}),
+        ],
+        &[],
+    );
+    let r = crate::harness::gateway::request(g.port, "POST", "/m/x?a=1", &[], "payload");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo()["server"], "real");
+    assert!(crate::harness::wait_until(
+        std::time::Duration::from_secs(5),
+        || !copy.seen().is_empty()
+    ));
+    let seen = copy.seen();
+    assert_eq!(seen[0]["method"], "POST");
+    assert_eq!(seen[0]["path"], "/m/x?a=1");
+    assert_eq!(seen[0]["body"], "payload");
+    assert_eq!(g.request("GET", "/p?q=2", &[]).status, 200);
+    assert!(crate::harness::wait_until(
+        std::time::Duration::from_secs(5),
+        || copy.seen().iter().any(|s| s["path"] == "/mirrored?q=2")
+    ));
+    // A dead mirror costs the real request nothing.
+    assert_eq!(g.request("GET", "/dead", &[]).status, 200);
+    assert!(
+        g.log().contains("proxy-mirror")
+            || crate::harness::wait_until(std::time::Duration::from_secs(5), || g
+                .log()
+                .contains("proxy-mirror"))
+    );
+}
