@@ -80,6 +80,8 @@ pub struct Entry {
     pub error_response: Option<Bytes>,
     /// Came from the consumer (its rewrite runs after authentication).
     pub from_consumer: bool,
+    /// An auth plugin (its rewrite never runs again for the consumer).
+    pub auth: bool,
 }
 
 /// Plugins in the order they run within a phase: higher priority first, then by name.
@@ -124,6 +126,7 @@ impl Chain {
                     filter: c.meta.filter.clone(),
                     error_response: c.meta.error_response.clone(),
                     from_consumer: false,
+                    auth: super::registry().factory(name).is_some_and(|f| f.is_auth()),
                 }),
                 Built::Credential(_) => None,
             })
@@ -160,7 +163,9 @@ impl Chain {
             .cloned()
             .collect();
         entries.extend(consumer.entries.iter().cloned().map(|mut e| {
-            e.from_consumer = true;
+            // Its rewrite runs after authentication only if the route's did not already run
+            // under that name, and never for auth plugins (as APISIX's rewrite_in_consumer).
+            e.from_consumer = !e.auth && !self.entries.iter().any(|r| r.name == e.name);
             e
         }));
         sort(&mut entries);

@@ -16,6 +16,9 @@ pub struct ConsumerMatch {
     /// `labels.custom_id` of the consumer (`X-Consumer-Custom-Id`).
     pub custom_id: Option<String>,
     pub group_id: Option<String>,
+    /// Its `group_id` names no (valid) consumer group: APISIX answers 503 rather than serve the
+    /// consumer without the group's plugins.
+    pub group_missing: bool,
     /// The consumer's plugins (over its group's) other than auth: they replace the route's
     /// plugin of the same name for this consumer's requests.
     pub plugins: Arc<Chain>,

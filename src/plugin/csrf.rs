@@ -50,6 +50,7 @@ impl Factory for CsrfFactory {
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         let s: Settings = parse_settings(settings)?;
+        super::check_range("expires", s.expires, i64::MIN, Some(10 * 365 * 86_400))?;
         if http::HeaderName::from_bytes(s.name.as_bytes()).is_err() {
             return Err(format!(
                 "property \"name\" validation failed: {:?} is not a header name",
@@ -160,7 +161,8 @@ impl Csrf {
         }
         let want = sign(random, expires, &self.s.key);
         t.get("sign").and_then(Value::as_str).is_some_and(|s| {
-            openssl::memcmp::eq(s.as_bytes(), want.as_bytes()) && s.len() == want.len()
+            // Lengths first: memcmp::eq asserts they are equal.
+            s.len() == want.len() && openssl::memcmp::eq(s.as_bytes(), want.as_bytes())
         })
     }
 }
@@ -198,7 +200,7 @@ impl Plugin for Csrf {
             "{}={};path=/;SameSite=Lax;Expires={}",
             self.s.name,
             self.token(),
-            cookie_time(now() + self.s.expires)
+            cookie_time(now().saturating_add(self.s.expires.max(0)))
         );
         let _ = resp.append_header("Set-Cookie", cookie);
     }

@@ -40,8 +40,11 @@ pub struct RequestState {
     pub upstream: Option<super::UpstreamChoice>,
     /// The most request body bytes the upstream may get (`client-control`); above it, 413.
     pub body_limit: Option<u64>,
-    scratch: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+    scratch: Vec<(ScratchKey, Box<dyn Any + Send + Sync>)>,
 }
+
+/// A plugin's name for a value, and which instance of the plugin set it.
+type ScratchKey = (&'static str, usize);
 
 impl RequestState {
     /// Consumers by credential (none before a config snapshot is attached).
@@ -55,24 +58,40 @@ impl RequestState {
 
     /// A plugin's per-request value, under a name of its own.
     pub fn get<T: 'static>(&self, key: &'static str) -> Option<&T> {
-        self.scratch
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.downcast_ref())
+        self.get_at(key, 0)
     }
 
     /// A plugin's per-request value, to change.
     pub fn get_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
-        self.scratch
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.downcast_mut())
+        self.get_mut_at(key, 0)
     }
 
     /// Sets a plugin's per-request value.
     pub fn set<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.scratch.retain(|(k, _)| *k != key);
-        self.scratch.push((key, Box::new(value)));
+        self.set_at(key, 0, value)
+    }
+
+    /// Like [`Self::get`] for one instance of a plugin (`instance`: e.g. its address), when
+    /// a global rule and a route may both run it.
+    pub fn get_at<T: 'static>(&self, key: &'static str, instance: usize) -> Option<&T> {
+        self.scratch
+            .iter()
+            .find(|(k, _)| *k == (key, instance))
+            .and_then(|(_, v)| v.downcast_ref())
+    }
+
+    /// Like [`Self::get_mut`] for one instance of a plugin.
+    pub fn get_mut_at<T: 'static>(&mut self, key: &'static str, instance: usize) -> Option<&mut T> {
+        self.scratch
+            .iter_mut()
+            .find(|(k, _)| *k == (key, instance))
+            .and_then(|(_, v)| v.downcast_mut())
+    }
+
+    /// Like [`Self::set`] for one instance of a plugin.
+    pub fn set_at<T: Any + Send + Sync>(&mut self, key: &'static str, instance: usize, value: T) {
+        self.scratch.retain(|(k, _)| *k != (key, instance));
+        self.scratch.push(((key, instance), Box::new(value)));
     }
 }
 

@@ -190,6 +190,9 @@ fn http_time(s: &str) -> Option<i64> {
     .position(|m| m == month)? as i64
         + 1;
     let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    if !(1970..=9999).contains(&y) {
+        return None;
+    }
     let hms: Vec<i64> = time
         .split(':')
         .map(|x| x.parse().ok())
@@ -253,6 +256,10 @@ impl HmacAuth {
             .unwrap_or("/");
         let mut signing = format!("{key_id}\n");
         for h in &p.headers {
+            // A listed header that is not text cannot be signed as given: refused.
+            if cx.req().headers.get(h.as_str()).is_some() && cx.header(h).is_none() {
+                return Err(generic());
+            }
             match cx.header(h) {
                 Some(v) => signing.push_str(&format!("{h}: {v}\n")),
                 None if h == "@request-target" => {

@@ -155,7 +155,12 @@ fn consumer_key(settings: &Value) -> Result<ConsumerAuth, String> {
         );
     }
     check_range("exp", c.exp, 1, None)?;
-    check_range("lifetime_grace_period", c.lifetime_grace_period, 0, None)?;
+    check_range(
+        "lifetime_grace_period",
+        c.lifetime_grace_period,
+        0,
+        Some(10 * 365 * 86_400),
+    )?;
     let hs = matches!(
         c.algorithm,
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512

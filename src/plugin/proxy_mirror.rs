@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{check_range, parse_settings, Cx, Factory, Flow, Plugin};
+use super::{check_range, parse_settings, Cx, Factory, Plugin};
 
 pub struct ProxyMirrorFactory;
 
@@ -48,10 +48,22 @@ struct ProxyMirror {
     prefix: bool,
     sample_ratio: f64,
     connector: Arc<Connector>,
+    /// Copies in flight at most; past it a copy is skipped (a mirror that does not answer
+    /// must not take the gateway's sockets).
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// What goes to the mirror task: body pieces, then `End` for a body that arrived whole.
+enum Piece {
+    Body(Bytes),
+    End,
 }
 
 /// The copy of the body on its way to the mirror.
-struct BodyTee(Option<mpsc::Sender<Bytes>>);
+struct BodyTee(Option<mpsc::Sender<Piece>>);
+
+/// Mirror copies in flight at most, per plugin use.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// How long a mirrored request may take in all.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,6 +142,7 @@ impl Factory for ProxyMirrorFactory {
             prefix,
             sample_ratio: s.sample_ratio,
             connector: Arc::new(Connector::new(None)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }))
     }
 }
@@ -153,7 +166,7 @@ async fn mirror(
     port: u16,
     tls: bool,
     req: RequestHeader,
-    mut body: mpsc::Receiver<Bytes>,
+    mut body: mpsc::Receiver<Piece>,
     has_body: bool,
 ) -> Result<(), String> {
     let addr: SocketAddr = match host.parse::<std::net::IpAddr>() {
@@ -174,11 +187,16 @@ async fn mirror(
         .await
         .map_err(|e| format!("write: {e}"))?;
     if has_body {
-        while let Some(chunk) = body.recv().await {
-            session
-                .write_request_body(chunk, false)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
+        loop {
+            match body.recv().await {
+                Some(Piece::Body(chunk)) => session
+                    .write_request_body(chunk, false)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?,
+                Some(Piece::End) => break,
+                // The copy lost part of its body: dropped, never finished as if whole.
+                None => return Err("the copy's body was cut short; not sent".into()),
+            }
         }
     }
     session
@@ -190,26 +208,44 @@ async fn mirror(
         .await
         .map_err(|e| format!("read: {e}"))?;
     while let Ok(Some(_)) = session.read_response_body().await {}
+    connector
+        .release_http_session(session, &peer, Some(Duration::from_secs(30)))
+        .await;
     Ok(())
 }
 
 impl Plugin for ProxyMirror {
-    fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
-        if self.sample_ratio < 1.0 && rand::thread_rng().gen::<f64>() >= self.sample_ratio {
-            return Flow::Continue;
+    /// After every request phase (a request the gateway refuses is never copied), once per
+    /// request (not again on a retry).
+    fn before_proxy(&self, cx: &mut Cx<'_>, _up: &mut RequestHeader) {
+        if cx.state.get::<Mirrored>(MIRRORED).is_some() {
+            return;
         }
+        cx.state.set(MIRRORED, Mirrored);
+        if self.sample_ratio < 1.0 && rand::thread_rng().gen::<f64>() >= self.sample_ratio {
+            return;
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            log::warn!("proxy-mirror: {MAX_IN_FLIGHT} copies in flight; this one is skipped");
+            return;
+        };
         let mut req = cx.req().clone();
         let target = self.target(&req);
         if req.set_raw_path(target.as_bytes()).is_err() {
-            return Flow::Continue;
+            return;
         }
         let _ = req.insert_header(http::header::HOST, self.authority.as_str());
         req.remove_header(&http::header::CONNECTION);
-        let has_body = req.headers.contains_key(http::header::CONTENT_LENGTH)
-            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let has_body = declared > 0 || req.headers.contains_key(http::header::TRANSFER_ENCODING);
         let (tx, rx) = mpsc::channel(64);
         if has_body {
-            cx.state.set("proxy-mirror.body", BodyTee(Some(tx)));
+            cx.state.set(BODY, BodyTee(Some(tx)));
         }
         let (connector, host, port, tls) = (
             self.connector.clone(),
@@ -218,6 +254,7 @@ impl Plugin for ProxyMirror {
             self.tls,
         );
         tokio::spawn(async move {
+            let _permit = permit;
             let sent = tokio::time::timeout(
                 MIRROR_TIMEOUT,
                 mirror(connector, host.clone(), port, tls, req, rx, has_body),
@@ -231,22 +268,28 @@ impl Plugin for ProxyMirror {
                 }
             }
         });
-        Flow::Continue
     }
 
     fn request_body(&self, cx: &mut Cx<'_>, body: &Option<Bytes>, end: bool) {
-        let Some(tee) = cx.state.get_mut::<BodyTee>("proxy-mirror.body") else {
+        let Some(tee) = cx.state.get_mut::<BodyTee>(BODY) else {
             return;
         };
         if let (Some(tx), Some(chunk)) = (&tee.0, body) {
-            if tx.try_send(chunk.clone()).is_err() {
+            if tx.try_send(Piece::Body(chunk.clone())).is_err() {
                 // The mirror cannot keep up: its copy is abandoned, the request goes on.
                 log::warn!("proxy-mirror: the mirror is too slow; this copy is dropped");
                 tee.0 = None;
             }
         }
         if end {
-            tee.0 = None;
+            if let Some(tx) = tee.0.take() {
+                let _ = tx.try_send(Piece::End);
+            }
         }
     }
 }
+
+/// Marks a request already copied.
+struct Mirrored;
+const MIRRORED: &str = "proxy-mirror.done";
+const BODY: &str = "proxy-mirror.body";

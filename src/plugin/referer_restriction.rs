@@ -113,7 +113,12 @@ fn referer_host(referer: &str) -> Option<&str> {
 
 impl Plugin for RefererRestriction {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let Some(host) = cx.header("Referer").and_then(referer_host) else {
+        let raw = cx
+            .req()
+            .headers
+            .get(http::header::REFERER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let Some(host) = raw.as_deref().and_then(referer_host) else {
             return if self.bypass_missing {
                 Flow::Continue
             } else {

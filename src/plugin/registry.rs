@@ -140,7 +140,7 @@ impl Registry {
         for n in names {
             if !self.factories.contains_key(n.as_str()) {
                 return Err(if is_known_plugin(n) {
-                    format!("plugins: {n} is an APISIX plugin that Portico does not implement")
+                    format!("plugins: {n} is an APISIX plugin that Portico does not implement; leave it out of the list, and resources that use it are served without it, with a warning")
                 } else {
                     format!("plugins: unknown plugin {n}")
                 });
@@ -178,15 +178,18 @@ impl Registry {
         settings: &Value,
         scope: Scope,
     ) -> Result<Option<Configured>, String> {
-        let Some(factory) = self.factories.get(name) else {
-            return Err(missing(name));
-        };
         if let Some(enabled) = &self.enabled {
-            if !enabled.contains(name) {
+            // The operator's choice, also for an APISIX plugin Portico does not have (a typo
+            // of a name stays an error: it may be a protection misspelled).
+            let known = self.factories.contains_key(name) || is_known_plugin(name);
+            if known && !enabled.contains(name) {
                 log::warn!("plugin {name} is not enabled in config.yaml plugins: skipped");
                 return Ok(None);
             }
         }
+        let Some(factory) = self.factories.get(name) else {
+            return Err(missing(name));
+        };
         let err =
             |e: String| format!("failed to check the configuration of plugin {name} err: {e}");
         if !settings.is_object() {
@@ -412,6 +415,14 @@ mod tests {
             .configure("cors", &serde_json::json!({}), Scope::Route)
             .unwrap()
             .is_none());
+        // Left out: skipped even though Portico has no such plugin; a typo stays an error.
+        assert!(r
+            .configure("prometheus", &serde_json::json!({}), Scope::GlobalRule)
+            .unwrap()
+            .is_none());
+        assert!(r
+            .configure("key-aut", &serde_json::json!({}), Scope::Route)
+            .is_err());
         assert!(r
             .enable_only(&["opa".to_string()])
             .unwrap_err()

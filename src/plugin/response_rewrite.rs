@@ -229,12 +229,20 @@ struct Gathered {
 }
 
 impl ResponseRewrite {
-    fn key(&self) -> &'static str {
-        "response-rewrite.matched"
+    /// This instance, for its per-request state (a global rule and a route may both have one).
+    fn instance(&self) -> usize {
+        self as *const Self as usize
     }
 }
 
 impl Plugin for ResponseRewrite {
+    /// A body to rewrite must come uncompressed: the upstream is asked for no encoding.
+    fn before_proxy(&self, _cx: &mut Cx<'_>, up: &mut pingora_http::RequestHeader) {
+        if !matches!(self.body, Body::Keep) {
+            up.remove_header(&http::header::ACCEPT_ENCODING);
+        }
+    }
+
     fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
         let status = resp.status.as_u16().to_string();
         if let Some(v) = &self.vars {
@@ -254,7 +262,7 @@ impl Plugin for ResponseRewrite {
                 return;
             }
         }
-        cx.state.set(self.key(), Matched);
+        cx.state.set_at(MATCHED, self.instance(), Matched);
         if let Some(code) = self.status {
             let _ = resp.set_status(code);
         }
@@ -288,18 +296,23 @@ impl Plugin for ResponseRewrite {
     }
 
     fn body_filter(&self, cx: &mut Cx<'_>, body: &mut Option<Bytes>, end: bool) {
-        if cx.state.get::<Matched>(self.key()).is_none() {
+        if cx
+            .state
+            .get_at::<Matched>(MATCHED, self.instance())
+            .is_none()
+        {
             return;
         }
         match &self.body {
             Body::Keep => {}
             Body::Replace(b) => {
                 // The first piece becomes the body; the rest of the upstream's is dropped.
-                match cx.state.get_mut::<Gathered>(GATHERED) {
+                match cx.state.get_mut_at::<Gathered>(GATHERED, self.instance()) {
                     Some(_) => *body = None,
                     None => {
-                        cx.state.set(
+                        cx.state.set_at(
                             GATHERED,
+                            self.instance(),
                             Gathered {
                                 bytes: Vec::new(),
                                 done: true,
@@ -310,16 +323,21 @@ impl Plugin for ResponseRewrite {
                 }
             }
             Body::Filter(filters, max) => {
-                if cx.state.get::<Gathered>(GATHERED).is_none() {
-                    cx.state.set(
+                if cx
+                    .state
+                    .get_at::<Gathered>(GATHERED, self.instance())
+                    .is_none()
+                {
+                    cx.state.set_at(
                         GATHERED,
+                        self.instance(),
                         Gathered {
                             bytes: Vec::new(),
                             done: false,
                         },
                     );
                 }
-                let Some(g) = cx.state.get_mut::<Gathered>(GATHERED) else {
+                let Some(g) = cx.state.get_mut_at::<Gathered>(GATHERED, self.instance()) else {
                     return;
                 };
                 let piece = body.take();
@@ -349,3 +367,4 @@ impl Plugin for ResponseRewrite {
 }
 
 const GATHERED: &str = "response-rewrite.body";
+const MATCHED: &str = "response-rewrite.matched";

@@ -68,13 +68,13 @@ impl Factory for UaRestrictionFactory {
 
 impl Plugin for UaRestriction {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let agents: Vec<&str> = cx
+        // Every value, text or not (a byte above 0x7f must not hide a value from a denylist).
+        let agents: Vec<String> = cx
             .req()
             .headers
             .get_all(http::header::USER_AGENT)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
             .collect();
         if agents.is_empty() {
             return if self.bypass_missing {

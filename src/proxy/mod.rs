@@ -179,6 +179,14 @@ impl Ctx {
             if let Some(a) = route.run(Phase::Rewrite, &mut cx).await {
                 return Some(a);
             }
+            if let Some(c) = cx.state.consumer.as_ref().filter(|c| c.group_missing) {
+                log::error!(
+                    "consumer {}: consumer group {} not found: answering 503",
+                    c.username,
+                    c.group_id.as_deref().unwrap_or("")
+                );
+                return Some(crate::plugin::Answer::status(503));
+            }
             let consumer = cx.state.consumer.as_ref().map(|c| c.plugins.clone());
             if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
                 let merged = Arc::new(route.with_consumer(&consumer));
@@ -265,6 +273,11 @@ impl ProxyHttp for Gateway {
             ctx.plugins.body_limit = Some(self.client.max_body);
         }
         let tables = self.store.load();
+        if let Some(why) = tables.global_blocked() {
+            self.say_once(&format!("{why}: answering 503"));
+            respond::send(session, ctx, crate::plugin::Answer::status(503)).await?;
+            return Ok(true);
+        }
         let ip = client_ip(session);
         let found = {
             let req = session.req_header();
@@ -360,7 +373,12 @@ impl ProxyHttp for Gateway {
             return Err(http_error(500, "no route in context".into()));
         };
         let key = match target.balancer.kind() {
-            BalancerKind::Chash => hash_key(session, &target.upstream, ctx.client_ip),
+            BalancerKind::Chash => hash_key(
+                session,
+                &target.upstream,
+                ctx.client_ip,
+                ctx.plugins.consumer.as_ref().map(|c| c.username.as_str()),
+            ),
             _ => None,
         };
         let tried = &ctx.tried;
@@ -732,7 +750,12 @@ fn request_vars<'a>(
 }
 
 /// The consistent-hash key of a request, from the upstream's `hash_on` and `key`.
-fn hash_key(session: &Session, upstream: &Upstream, ip: Option<IpAddr>) -> Option<String> {
+fn hash_key(
+    session: &Session,
+    upstream: &Upstream,
+    ip: Option<IpAddr>,
+    consumer: Option<&str>,
+) -> Option<String> {
     let req = session.req_header();
     let path = normalize_path(req.uri.path());
     let host = request_host(req);
@@ -748,8 +771,8 @@ fn hash_key(session: &Session, upstream: &Upstream, ip: Option<IpAddr>) -> Optio
             key.to_ascii_lowercase().replace('-', "_")
         )),
         "cookie" => var(&format!("cookie_{key}")),
-        // No consumers until authentication lands: hash on the client address.
-        "consumer" => var("remote_addr"),
+        // The consumer an auth plugin found; without one, the client address (as APISIX).
+        "consumer" => consumer.map(str::to_string).or_else(|| var("remote_addr")),
         "vars_combinations" => {
             // "$host-$uri": each $name is replaced with its value.
             let mut out = String::new();

@@ -338,6 +338,8 @@ impl EtcdSync {
             }
             Err(e) => return Err(e),
         };
+        // Pages shrink only for the read that needed it.
+        self.page.store(PAGE, Ordering::Relaxed);
         self.contact(None);
         let mut changes = Vec::new();
         {
@@ -528,6 +530,11 @@ impl EtcdSync {
         match msg {
             Some(Err(Error::WatchIdle { .. })) => {
                 log::debug!("etcd watch on {endpoint} idle; watching again");
+            }
+            Some(Err(e @ Error::TooLarge { .. })) => {
+                // Watching again would get the same batch: read the prefix in pages instead.
+                self.failed("watch", &e);
+                return WatchEnd::Reread;
             }
             Some(Err(e)) => self.failed("watch", &e),
             Some(Ok(WatchMessage::Canceled { reason })) => {

@@ -200,6 +200,9 @@ pub struct Tables {
     /// Routes not served because of what their plugins ask for (a traffic-split upstream that
     /// is no valid upstream), by route id.
     route_problems: ShardedMap<Id, Invalid>,
+    /// Set while a global rule is rejected without a last good version (or asks for what only a
+    /// route can have): every request is refused with 503 rather than served without it.
+    global_blocked: Option<Arc<Invalid>>,
     /// How many traffic-split balancers each route has (`routes/<id>/traffic-split/<n>`).
     split_balancers: ShardedMap<Id, usize>,
     /// Balancers by upstream name (see [`Target::upstream_name`]).
@@ -257,12 +260,43 @@ impl Tables {
         for r in routes {
             tables.put_route(r.clone(), Some(previous));
         }
+        tables.refresh_global_block();
         log::debug!(
             "compiled {} routes in {:?}",
             tables.router.len(),
             started.elapsed()
         );
         tables
+    }
+
+    /// Fail closed on global rules: one that was rejected (and has no last good version
+    /// serving) protects every request, so no request is served without it.
+    fn refresh_global_block(&mut self) {
+        let rejected = self
+            .rejected
+            .iter()
+            .find(|r| {
+                r.kind == Kind::GlobalRule
+                    && Id::parse_str(&r.id)
+                        .map_or(true, |id| !self.config.global_rules.contains_key(&id))
+            })
+            .cloned();
+        let inline = (!self.global.inline_upstreams().is_empty()).then(|| Invalid {
+            kind: Kind::GlobalRule,
+            id: "(all)".into(),
+            message: "plugin traffic-split with inline upstreams works on routes and services only"
+                .into(),
+        });
+        let blocked = rejected.or(inline);
+        if let (Some(b), None) = (&blocked, &self.global_blocked) {
+            log::error!("{b}: every request is refused with 503 until it is fixed or removed");
+        }
+        self.global_blocked = blocked.map(Arc::new);
+    }
+
+    /// Why every request is refused, if a global rule cannot be honoured.
+    pub fn global_blocked(&self) -> Option<&Invalid> {
+        self.global_blocked.as_deref()
     }
 
     /// A new version with `changes` applied; `rejected` replaces the rejected list when given.
@@ -274,6 +308,7 @@ impl Tables {
             next.rejected = Arc::new(r);
         }
         next.apply_all(changes, None);
+        next.refresh_global_block();
         next
     }
 
@@ -344,12 +379,26 @@ impl Tables {
                 credential_id: None,
                 custom_id: None,
                 group_id: consumer.group_id.as_ref().map(|g| g.to_string()),
+                group_missing: self.group_missing(consumer),
                 plugins: Arc::new(self.consumer_chain(consumer)),
                 auth: Arc::new(()),
             }));
         }
         for (_, consumer, credential) in sources {
             let plugins = Arc::new(self.consumer_chain(&consumer));
+            let group_missing = self.group_missing(&consumer);
+            if !plugins.inline_upstreams().is_empty() {
+                let (kind, id) = match credential {
+                    Some(c) => (Kind::Credential, format!("{}/{}", c.consumer, c.id)),
+                    None => (Kind::Consumer, consumer.username.clone()),
+                };
+                conflicts.push(Invalid {
+                    kind,
+                    id,
+                    message: "plugin traffic-split with inline upstreams works on routes and services only; the consumer is not served".into(),
+                });
+                continue;
+            }
             let auths = credential.map_or(&consumer.plugins, |c| &c.plugins);
             for (name, conf) in &auths.0 {
                 let Built::Credential(auth) = &conf.built else {
@@ -363,6 +412,7 @@ impl Tables {
                     credential_id: credential.map(|c| c.id.to_string()),
                     custom_id: consumer.custom_id.clone(),
                     group_id: consumer.group_id.as_ref().map(|g| g.to_string()),
+                    group_missing,
                     plugins: plugins.clone(),
                     auth: auth.data.clone(),
                 });
@@ -383,6 +433,14 @@ impl Tables {
         }
         self.consumers = Arc::new(index);
         self.conflicts = Arc::new(conflicts);
+    }
+
+    /// Whether the consumer names a group that is not there.
+    fn group_missing(&self, consumer: &Consumer) -> bool {
+        consumer
+            .group_id
+            .as_ref()
+            .is_some_and(|g| !self.config.consumer_groups.contains_key(g))
     }
 
     /// A consumer's plugins over its group's.
@@ -582,7 +640,22 @@ impl Tables {
         let name = inline_name("routes", &id);
         // The inline upstream's live state (health, position) outlives an edit of the route.
         let old_inline = self.balancers.get(name.as_str()).cloned();
+        // So do its traffic-split upstreams' (kept below when their nodes did not change).
+        let old_splits: Vec<(String, BalancerSlot)> =
+            (0..self.split_balancers.get(&id).copied().unwrap_or(0))
+                .filter_map(|i| {
+                    let n = split_name(&id, i);
+                    self.balancers.get(n.as_str()).cloned().map(|b| (n, b))
+                })
+                .collect();
+        let splits = old_splits.len();
         self.remove_route(&id);
+        for (n, b) in old_splits {
+            self.balancers.insert(n, b);
+        }
+        if splits > 0 {
+            self.split_balancers.insert(id.clone(), splits);
+        }
         if let Some(u) = &loaded.item.upstream {
             if let Some(old) = old_inline {
                 self.balancers.insert(name.clone(), old);

@@ -284,3 +284,41 @@ fn hmac_multi_auth_and_error_response() {
         (401, "{\"message\":\"who are you?\"}\n")
     );
 }
+
+#[test]
+fn a_consumer_whose_group_is_missing_gets_503_and_headers_are_read_as_bytes() {
+    let echo = Echo::start("grp");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "k", "uri": "/k", "plugins": {"key-auth": {}}}),
+            json!({"id": "ua", "uri": "/ua", "plugins": {"ua-restriction": {"denylist": ["sqlmap"], "bypass_missing": true}}}),
+        ],
+        &[(
+            "consumers",
+            vec![
+                json!({"username": "lost", "group_id": "nope", "plugins": {"key-auth": {"key": "lost-key"}}}),
+                json!({"username": "fine", "plugins": {"key-auth": {"key": "fine-key"}}}),
+            ],
+        )],
+    );
+    assert_eq!(
+        g.request("GET", "/k", &[("apikey", "lost-key")]).status,
+        503
+    );
+    assert_eq!(
+        g.request("GET", "/k", &[("apikey", "fine-key")]).status,
+        200
+    );
+    // A value with a byte above 0x7f is still a value the denylist sees.
+    assert_eq!(
+        g.request("GET", "/ua", &[("User-Agent", "sqlmap\u{e9}")])
+            .status,
+        403
+    );
+    assert_eq!(
+        g.request("GET", "/ua", &[("User-Agent", "Mozilla\u{e9}")])
+            .status,
+        200
+    );
+}

@@ -393,9 +393,14 @@ fn proxy_mirror_copies_requests_with_their_bodies() {
             json!({"id": "m", "uri": "/m/*", "plugins": {"proxy-mirror": {"host": format!("http://{}", copy.addr())}}}),
             json!({"id": "p", "uri": "/p", "plugins": {"proxy-mirror": {"host": format!("http://{}", copy.addr()), "path": "/mirrored"}}}),
             json!({"id": "dead", "uri": "/dead", "plugins": {"proxy-mirror": {"host": "http://127.0.0.1:1"}}}),
+            json!({"id": "deny", "uri": "/deny", "plugins": {
+                "proxy-mirror": {"host": format!("http://{}", copy.addr())},
+                "ip-restriction": {"blacklist": ["127.0.0.0/8"]}}}),
         ],
         &[],
     );
+    // A request the gateway refuses is never copied.
+    assert_eq!(g.request("GET", "/deny", &[]).status, 403);
     let r = crate::harness::gateway::request(g.port, "POST", "/m/x?a=1", &[], "payload");
     assert_eq!(r.status, 200);
     assert_eq!(r.echo()["server"], "real");
@@ -412,6 +417,7 @@ fn proxy_mirror_copies_requests_with_their_bodies() {
         std::time::Duration::from_secs(5),
         || copy.seen().iter().any(|s| s["path"] == "/mirrored?q=2")
     ));
+    assert!(!copy.seen().iter().any(|s| s["path"] == "/deny"));
     // A dead mirror costs the real request nothing.
     assert_eq!(g.request("GET", "/dead", &[]).status, 200);
     assert!(
@@ -420,4 +426,22 @@ fn proxy_mirror_copies_requests_with_their_bodies() {
                 .log()
                 .contains("proxy-mirror"))
     );
+}
+
+#[test]
+fn response_rewrite_in_a_global_rule_and_a_route_keep_apart() {
+    let echo = Echo::start("rr2");
+    let g = start(
+        &echo,
+        vec![json!({"id": "r", "uri": "/r", "plugins": {"response-rewrite": {"body": "R"}}})],
+        &[(
+            "global_rules",
+            vec![
+                json!({"id": "g", "plugins": {"response-rewrite": {"headers": {"set": {"X-G": "1"}}, "vars": [["status", "==", 200]]}}}),
+            ],
+        )],
+    );
+    let r = g.request("GET", "/r", &[("Accept-Encoding", "gzip")]);
+    assert_eq!((r.status, r.body.as_str()), (200, "R"));
+    assert_eq!(r.headers["x-g"], "1");
 }
