@@ -202,10 +202,8 @@ impl Chain {
             if phase == Phase::ConsumerRewrite && !e.from_consumer {
                 continue;
             }
-            if let Some(f) = &e.filter {
-                if !cx.matches(f) {
-                    continue;
-                }
+            if !applies(e, cx) {
+                continue;
             }
             let flow = match phase {
                 Phase::Rewrite | Phase::ConsumerRewrite => e.plugin.rewrite(cx),
@@ -231,7 +229,7 @@ impl Chain {
     /// Runs `f` for each plugin whose `_meta.filter` holds for this request.
     fn each(&self, cx: &mut Cx<'_>, mut f: impl FnMut(&dyn Plugin, &mut Cx<'_>)) {
         for e in &self.entries {
-            if e.filter.as_ref().is_none_or(|v| cx.matches(v)) {
+            if applies(e, cx) {
                 f(&*e.plugin, cx);
             }
         }
@@ -257,6 +255,26 @@ impl Chain {
         self.each(cx, |p, cx| p.log(cx));
     }
 }
+
+/// Whether a plugin runs for this request: its `_meta.filter`, decided once per request (as
+/// APISIX caches it), so a plugin never runs in one phase and not in the next because an
+/// earlier plugin rewrote the request.
+fn applies(e: &Entry, cx: &mut Cx<'_>) -> bool {
+    let Some(filter) = &e.filter else {
+        return true;
+    };
+    let key = Arc::as_ptr(filter) as usize;
+    if let Some(Decided(d)) = cx.state.get_at::<Decided>(FILTERED, key) {
+        return *d;
+    }
+    let holds = cx.matches(filter);
+    cx.state.set_at(FILTERED, key, Decided(holds));
+    holds
+}
+
+/// A `_meta.filter` decided for this request.
+struct Decided(bool);
+const FILTERED: &str = "_meta.filter";
 
 fn sort(entries: &mut [Entry]) {
     entries.sort_by(|a, b| {
