@@ -35,6 +35,7 @@ mod hmac_auth;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
+mod limit_count;
 mod mocking;
 mod multi_auth;
 mod proxy_mirror;
@@ -121,6 +122,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(ip_restriction::IpRestrictionFactory);
     r.register(jwt_auth::JwtAuthFactory);
     r.register(key_auth::KeyAuthFactory);
+    r.register(limit_count::LimitCountFactory);
     r.register(mocking::MockingFactory);
     r.register(multi_auth::MultiAuthFactory);
     r.register(proxy_mirror::ProxyMirrorFactory);
