@@ -22,7 +22,7 @@ pub struct LimitCountFactory;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-enum KeyType {
+pub(super) enum KeyType {
     Var,
     VarCombination,
     Constant,
@@ -234,23 +234,8 @@ impl Factory for LimitCountFactory {
 }
 
 impl LimitCount {
-    /// The key of this request: a variable, a combination of variables, or a constant; the
-    /// client address when the variables are empty (as APISIX).
     fn key_of(&self, cx: &Cx<'_>) -> String {
-        let key = match self.key_type {
-            KeyType::Constant => Some(self.key.clone()),
-            KeyType::Var => cx.var(self.key.trim_start_matches('$')),
-            KeyType::VarCombination => {
-                let any = std::cell::Cell::new(false);
-                let v = self.combination.render_with(|name| {
-                    let v = cx.var(name);
-                    any.set(any.get() || v.is_some());
-                    v
-                });
-                any.get().then_some(v)
-            }
-        };
-        key.unwrap_or_else(|| cx.var("remote_addr").unwrap_or_default())
+        limit_key(cx, self.key_type, &self.key, &self.combination)
     }
 
     fn instance(&self) -> usize {
@@ -298,6 +283,33 @@ impl Plugin for LimitCount {
 }
 
 const QUOTA: &str = "limit-count.quota";
+
+/// The key a limit counts this request under: a variable, a combination of variables, or a
+/// constant; the client address when the variables are empty (as APISIX).
+pub(super) fn limit_key(cx: &Cx<'_>, kind: KeyType, key: &str, combination: &Template) -> String {
+    let found = match kind {
+        KeyType::Constant => Some(key.to_string()),
+        KeyType::Var => cx.var(key.trim_start_matches('$')),
+        KeyType::VarCombination => {
+            let any = std::cell::Cell::new(false);
+            let v = combination.render_with(|name| {
+                let v = cx.var(name);
+                any.set(any.get() || v.is_some());
+                v
+            });
+            any.get().then_some(v)
+        }
+    };
+    found.unwrap_or_else(|| cx.var("remote_addr").unwrap_or_default())
+}
+
+/// The shard of a key among `n` (FNV-1a).
+pub(super) fn shard_of(key: &str, n: usize) -> usize {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % n as u64) as usize
+}
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
 mod limit_count;
+mod limit_req;
 mod mocking;
 mod multi_auth;
 mod proxy_mirror;
@@ -123,6 +124,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(jwt_auth::JwtAuthFactory);
     r.register(key_auth::KeyAuthFactory);
     r.register(limit_count::LimitCountFactory);
+    r.register(limit_req::LimitReqFactory);
     r.register(mocking::MockingFactory);
     r.register(multi_auth::MultiAuthFactory);
     r.register(proxy_mirror::ProxyMirrorFactory);

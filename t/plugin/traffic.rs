@@ -499,3 +499,31 @@ fn limit_count_local_windows_groups_and_consumers() {
     assert_eq!(g.get("/redis", None).status, 404);
     assert!(g.status()["rejected"].to_string().contains("Redis"));
 }
+
+#[test]
+fn limit_req_refuses_past_rate_and_burst() {
+    let echo = Echo::start("lr");
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "r", "uri": "/r", "plugins": {"limit-req": {"rate": 1, "burst": 0, "key": "remote_addr", "nodelay": true, "rejected_code": 429, "rejected_msg": "too fast"}}}),
+            json!({"id": "d", "uri": "/d", "plugins": {"limit-req": {"rate": 4, "burst": 1, "key": "remote_addr"}}}),
+        ],
+        &[],
+    );
+    assert_eq!(g.request("GET", "/r", &[]).status, 200);
+    let r = g.request("GET", "/r", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (429, "{\"error_msg\":\"too fast\"}\n")
+    );
+    // Within the burst a request waits for its turn (a quarter second at 4 a second).
+    assert_eq!(g.request("GET", "/d", &[]).status, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(g.request("GET", "/d", &[]).status, 200);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+}
