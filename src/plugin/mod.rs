@@ -35,6 +35,7 @@ mod hmac_auth;
 mod ip_restriction;
 mod jwt_auth;
 mod key_auth;
+mod limit_conn;
 mod limit_count;
 mod limit_req;
 mod mocking;
@@ -123,6 +124,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(ip_restriction::IpRestrictionFactory);
     r.register(jwt_auth::JwtAuthFactory);
     r.register(key_auth::KeyAuthFactory);
+    r.register(limit_conn::LimitConnFactory);
     r.register(limit_count::LimitCountFactory);
     r.register(limit_req::LimitReqFactory);
     r.register(mocking::MockingFactory);

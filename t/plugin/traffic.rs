@@ -527,3 +527,39 @@ fn limit_req_refuses_past_rate_and_burst() {
         started.elapsed()
     );
 }
+
+#[test]
+fn limit_conn_counts_requests_under_way_until_they_end() {
+    let slow = Echo::start_slow("slow", std::time::Duration::from_millis(800));
+    let g = start(
+        &slow,
+        vec![
+            json!({"id": "c", "uri": "/c", "plugins": {"limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"}}}),
+        ],
+        &[],
+    );
+    let port = g.port;
+    let first = std::thread::spawn(move || {
+        crate::harness::gateway::request(port, "GET", "/c", &[], "").status
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        g.request("GET", "/c", &[]).status,
+        503,
+        "one under way already"
+    );
+    assert_eq!(first.join().unwrap(), 200);
+    // Its place was given back.
+    assert_eq!(g.request("GET", "/c", &[]).status, 200);
+    // A client that goes away gives its place back too.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(crate::harness::wait_until(
+        std::time::Duration::from_secs(5),
+        || g.request("GET", "/c", &[]).status == 200
+    ));
+}
