@@ -36,6 +36,8 @@ pub struct RequestState {
     pub consumer_index: Option<Arc<ConsumerIndex>>,
     /// The status of the answer, once known (for the log phase).
     pub status: u16,
+    /// The status the upstream answered (502/504 when the try failed), if one was asked.
+    pub upstream_status: Option<u16>,
     /// Where the request goes instead of the route's upstream (`traffic-split`).
     pub upstream: Option<super::UpstreamChoice>,
     /// The most request body bytes the upstream may get (`client-control`); above it, 413.

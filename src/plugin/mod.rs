@@ -25,6 +25,7 @@ mod settings;
 mod template;
 mod traffic_split;
 
+mod api_breaker;
 mod basic_auth;
 mod client_control;
 mod consumer_restriction;
@@ -114,6 +115,7 @@ pub trait Plugin: Send + Sync + 'static {
 
 /// Registers every plugin Portico implements.
 fn register_builtins(r: &mut Registry) {
+    r.register(api_breaker::ApiBreakerFactory);
     r.register(basic_auth::BasicAuthFactory);
     r.register(client_control::ClientControlFactory);
     r.register(consumer_restriction::ConsumerRestrictionFactory);

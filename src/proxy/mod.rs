@@ -634,6 +634,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.plugins.upstream_status = Some(resp.status.as_u16());
         ctx.upstream_closes = closes_connection(resp);
         if let (Some((node, started)), Some(target)) = (&ctx.current, &ctx.target) {
             node.stats.observe(started.elapsed());
@@ -688,6 +689,10 @@ impl ProxyHttp for Gateway {
                     entry.route.id
                 );
             }
+        }
+        if !ctx.tried.is_empty() && code >= 500 {
+            // The upstream was asked and failed (api-breaker counts it as nginx does).
+            ctx.plugins.upstream_status = Some(code);
         }
         if code > 0 && session.response_written().is_none() {
             let _ = respond::send(session, ctx, crate::plugin::Answer::status(code)).await;

@@ -563,3 +563,24 @@ fn limit_conn_counts_requests_under_way_until_they_end() {
         || g.request("GET", "/c", &[]).status == 200
     ));
 }
+
+#[test]
+fn api_breaker_opens_after_unhealthy_answers() {
+    let echo = Echo::start("brk");
+    let dead = crate::harness::free_port();
+    let g = start(
+        &echo,
+        vec![
+            json!({"id": "b", "uri": "/b", "upstream": {"nodes": {format!("127.0.0.1:{dead}"): 1}, "retries": 0},
+            "plugins": {"api-breaker": {"break_response_code": 599, "break_response_body": "breaker open",
+                "break_response_headers": [{"key": "X-Breaker", "value": "$uri"}],
+                "unhealthy": {"http_statuses": [502], "failures": 2}}}}),
+        ],
+        &[],
+    );
+    assert_eq!(g.request("GET", "/b", &[]).status, 502);
+    assert_eq!(g.request("GET", "/b", &[]).status, 502);
+    let r = g.request("GET", "/b", &[]);
+    assert_eq!((r.status, r.body.as_str()), (599, "breaker open"));
+    assert_eq!(r.headers["x-breaker"], "/b");
+}
