@@ -14,7 +14,9 @@ use crate::plugin::{registry, Configured, Scope};
 pub struct Plugins(pub BTreeMap<String, Configured>);
 
 impl Plugins {
-    pub fn parse(value: Option<&Value>, scope: Scope) -> Result<Plugins, String> {
+    /// `owner` names the resource (`routes/1`): state a plugin keeps across config versions
+    /// (rate-limit counters) is keyed by it and the plugin's settings.
+    pub fn parse(value: Option<&Value>, scope: Scope, owner: &str) -> Result<Plugins, String> {
         let Some(value) = value else {
             return Ok(Plugins::default());
         };
@@ -28,7 +30,7 @@ impl Plugins {
         let mut out = BTreeMap::new();
         for (name, conf) in map {
             if let Some(c) = registry
-                .configure(name, conf, scope)
+                .configure_for(name, conf, scope, owner)
                 .map_err(|e| failed("plugins", e))?
             {
                 out.insert(name.clone(), c);
@@ -49,12 +51,18 @@ mod tests {
     #[test]
     fn unknown_names_and_bad_shapes_are_refused() {
         let ok = serde_json::json!({"request-id": {}});
-        assert_eq!(Plugins::parse(Some(&ok), Scope::Route).unwrap().0.len(), 1);
+        assert_eq!(
+            Plugins::parse(Some(&ok), Scope::Route, "routes/t")
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
         let bad = serde_json::json!({"nope": {}});
-        assert!(Plugins::parse(Some(&bad), Scope::Route)
+        assert!(Plugins::parse(Some(&bad), Scope::Route, "routes/t")
             .unwrap_err()
             .contains("unknown plugin [nope]"));
         let bad = serde_json::json!({"cors": 1});
-        assert!(Plugins::parse(Some(&bad), Scope::Route).is_err());
+        assert!(Plugins::parse(Some(&bad), Scope::Route, "routes/t").is_err());
     }
 }

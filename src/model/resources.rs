@@ -24,9 +24,10 @@ pub struct Service {
 impl Service {
     pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Service, String> {
         let o = Obj::new(value)?;
+        let id = parse_id(&o, fallback_id)?;
         Ok(Service {
-            id: parse_id(&o, fallback_id)?,
-            plugins: Plugins::parse(o.get("plugins"), Scope::Route)?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::Route, &format!("services/{id}"))?,
+            id,
             upstream: o
                 .get("upstream")
                 .map(|u| Upstream::parse(u, None).map_err(|e| failed("upstream", e)))
@@ -49,14 +50,16 @@ pub struct PluginConfig {
 impl PluginConfig {
     pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<PluginConfig, String> {
         let o = Obj::new(value)?;
-        let plugins = Plugins::parse(o.get("plugins"), Scope::Route)?;
+        let id = parse_id(&o, fallback_id)?;
+        let plugins = Plugins::parse(
+            o.get("plugins"),
+            Scope::Route,
+            &format!("plugin_configs/{id}"),
+        )?;
         if !o.has("plugins") {
             return Err("property \"plugins\" is required".into());
         }
-        Ok(PluginConfig {
-            id: parse_id(&o, fallback_id)?,
-            plugins,
-        })
+        Ok(PluginConfig { id, plugins })
     }
 }
 
@@ -73,9 +76,14 @@ impl GlobalRule {
         if !o.has("plugins") {
             return Err("property \"plugins\" is required".into());
         }
+        let id = parse_id(&o, fallback_id)?;
         Ok(GlobalRule {
-            id: parse_id(&o, fallback_id)?,
-            plugins: Plugins::parse(o.get("plugins"), Scope::GlobalRule)?,
+            plugins: Plugins::parse(
+                o.get("plugins"),
+                Scope::GlobalRule,
+                &format!("global_rules/{id}"),
+            )?,
+            id,
         })
     }
 }
@@ -93,9 +101,14 @@ impl ConsumerGroup {
         if !o.has("plugins") {
             return Err("property \"plugins\" is required".into());
         }
+        let id = parse_id(&o, fallback_id)?;
         Ok(ConsumerGroup {
-            id: parse_id(&o, fallback_id)?,
-            plugins: Plugins::parse(o.get("plugins"), Scope::Route)?,
+            plugins: Plugins::parse(
+                o.get("plugins"),
+                Scope::Route,
+                &format!("consumer_groups/{id}"),
+            )?,
+            id,
         })
     }
 }
@@ -129,9 +142,10 @@ impl Consumer {
                 format!("{username:?} does not match [a-zA-Z0-9_-]+"),
             ));
         }
+        let owner = format!("consumers/{username}");
         Ok(Consumer {
             username,
-            plugins: Plugins::parse(o.get("plugins"), Scope::Consumer)?,
+            plugins: Plugins::parse(o.get("plugins"), Scope::Consumer, &owner)?,
             group_id: parse_ref(&o, "group_id")?,
             custom_id: o
                 .get("labels")
@@ -165,7 +179,11 @@ impl Credential {
             Some(v) => Id::parse(v).map_err(|e| failed("id", e))?,
             None => Id::parse_str(id)?,
         };
-        let plugins = Plugins::parse(o.get("plugins"), Scope::Credential)?;
+        let plugins = Plugins::parse(
+            o.get("plugins"),
+            Scope::Credential,
+            &format!("consumers/{consumer}/credentials/{id}"),
+        )?;
         if o.get("plugins").and_then(Value::as_object).map(|m| m.len()) != Some(1) {
             return Err(failed(
                 "plugins",

@@ -97,6 +97,7 @@ impl Route {
             }
         }
         let id = parse_id(&o, fallback_id)?;
+        let owner = format!("routes/{id}");
         let uris = o.one_or_many("uri", "uris")?.ok_or(
             "value should match only one schema, but matches none: \"uri\" or \"uris\" is required",
         )?;
@@ -152,7 +153,7 @@ impl Route {
             methods,
             priority: o.int("priority")?.unwrap_or(0),
             vars,
-            plugins: Plugins::parse(o.get("plugins"), crate::plugin::Scope::Route)?,
+            plugins: Plugins::parse(o.get("plugins"), crate::plugin::Scope::Route, &owner)?,
             plugin_config_id: parse_ref(&o, "plugin_config_id")?,
             upstream,
             upstream_id: parse_ref(&o, "upstream_id")?,

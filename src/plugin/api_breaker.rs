@@ -97,8 +97,11 @@ struct ApiBreaker {
     max: Duration,
     unhealthy: Unhealthy,
     healthy: Healthy,
-    states: Mutex<HashMap<String, State>>,
+    states: Arc<Mutex<HashMap<String, State>>>,
 }
+
+/// Breakers by host and path.
+type States = Mutex<HashMap<String, State>>;
 
 /// Endpoints (host and path) tracked at most; past it, healthy ones are forgotten first.
 const MAX_TRACKED: usize = 10_000;
@@ -113,7 +116,15 @@ impl Factory for ApiBreakerFactory {
     }
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
-        Ok(Arc::new(ApiBreaker::parse(settings)?))
+        self.build_for(settings, "")
+    }
+
+    fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
+        let mut b = ApiBreaker::parse(settings)?;
+        b.states = super::state::shared(super::state::key("api-breaker", owner, settings), || {
+            States::default()
+        });
+        Ok(Arc::new(b))
     }
 }
 
@@ -147,7 +158,7 @@ impl ApiBreaker {
             max: Duration::from_secs(s.max_breaker_sec),
             unhealthy: s.unhealthy,
             healthy: s.healthy,
-            states: Mutex::new(HashMap::new()),
+            states: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 }

@@ -107,6 +107,7 @@ struct LimitConn {
     combination: Template,
     refused: Answer,
     in_flight: Arc<InFlight>,
+    per_route: bool,
 }
 
 impl Factory for LimitConnFactory {
@@ -119,6 +120,10 @@ impl Factory for LimitConnFactory {
     }
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        self.build_for(settings, "")
+    }
+
+    fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
         if let Some(p) = settings
             .get("policy")
             .and_then(Value::as_str)
@@ -155,14 +160,24 @@ impl Factory for LimitConnFactory {
                 Some(m) => Answer::error_msg(s.rejected_code, m),
                 None => Answer::status(s.rejected_code),
             },
-            in_flight: Arc::new(InFlight::new()),
+            in_flight: super::state::shared(
+                super::state::key("limit-conn", owner, settings),
+                InFlight::new,
+            ),
+            per_route: super::state::per_route(owner),
         }))
     }
 }
 
 impl Plugin for LimitConn {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let key = limit_key(cx, self.key_type, &self.key, &self.combination);
+        let mut key = limit_key(cx, self.key_type, &self.key, &self.combination);
+        if let (true, Some(route)) = (
+            self.per_route,
+            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
+        ) {
+            key = format!("{route}:{key}");
+        }
         let Some(n) = self
             .in_flight
             .enter(&key, self.conn.saturating_add(self.burst))

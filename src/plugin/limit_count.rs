@@ -148,6 +148,8 @@ struct LimitCount {
     rejected_msg: Option<String>,
     show_headers: bool,
     counters: Arc<Counters>,
+    /// Counts for each route apart (configured on a service or plugin_config).
+    per_route: bool,
 }
 
 /// What the response says of the limit.
@@ -179,6 +181,10 @@ impl Factory for LimitCountFactory {
     }
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        self.build_for(settings, "")
+    }
+
+    fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
         if let Some(p) = settings
             .get("policy")
             .and_then(Value::as_str)
@@ -227,15 +233,26 @@ impl Factory for LimitCountFactory {
             show_headers: s.show_limit_quota_header,
             counters: match &s.group {
                 Some(g) => group_counters(g),
-                None => Arc::new(Counters::new()),
+                None => super::state::shared(
+                    super::state::key("limit-count", owner, settings),
+                    Counters::new,
+                ),
             },
+            per_route: s.group.is_none() && super::state::per_route(owner),
         }))
     }
 }
 
 impl LimitCount {
     fn key_of(&self, cx: &Cx<'_>) -> String {
-        limit_key(cx, self.key_type, &self.key, &self.combination)
+        let key = limit_key(cx, self.key_type, &self.key, &self.combination);
+        match (
+            self.per_route,
+            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
+        ) {
+            (true, Some(route)) => format!("{route}:{key}"),
+            _ => key,
+        }
     }
 
     fn instance(&self) -> usize {

@@ -95,7 +95,8 @@ struct LimitReq {
     combination: Template,
     refused: Answer,
     nodelay: bool,
-    buckets: Buckets,
+    buckets: Arc<Buckets>,
+    per_route: bool,
 }
 
 impl Factory for LimitReqFactory {
@@ -108,6 +109,10 @@ impl Factory for LimitReqFactory {
     }
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        self.build_for(settings, "")
+    }
+
+    fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
         if let Some(p) = settings
             .get("policy")
             .and_then(Value::as_str)
@@ -148,14 +153,24 @@ impl Factory for LimitReqFactory {
                 None => Answer::status(s.rejected_code),
             },
             nodelay: s.nodelay,
-            buckets: Buckets::new(),
+            buckets: super::state::shared(
+                super::state::key("limit-req", owner, settings),
+                Buckets::new,
+            ),
+            per_route: super::state::per_route(owner),
         }))
     }
 }
 
 impl Plugin for LimitReq {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let key = limit_key(cx, self.key_type, &self.key, &self.combination);
+        let mut key = limit_key(cx, self.key_type, &self.key, &self.combination);
+        if let (true, Some(route)) = (
+            self.per_route,
+            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
+        ) {
+            key = format!("{route}:{key}");
+        }
         match self.buckets.incoming(&key, self.rate, self.burst) {
             None => Flow::Respond(self.refused.clone()),
             Some(delay) if !self.nodelay && delay >= Duration::from_millis(1) => {

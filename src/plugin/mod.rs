@@ -21,6 +21,7 @@ mod consumers;
 mod cx;
 mod registry;
 mod settings;
+mod state;
 
 mod template;
 mod traffic_split;

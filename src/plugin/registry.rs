@@ -31,6 +31,11 @@ pub trait Factory: Send + Sync + 'static {
     /// Checks `settings` (with `_meta` left in; see [`super::parse_settings`]) and builds the
     /// plugin. The message names the field that is wrong.
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String>;
+    /// Like [`Factory::build`] for the resource `owner` (`routes/1`, `consumers/jack`), for
+    /// plugins that keep state across config versions (counters), keyed by owner and settings.
+    fn build_for(&self, settings: &Value, _owner: &str) -> Result<Arc<dyn Plugin>, String> {
+        self.build(settings)
+    }
     /// For auth plugins: the consumer side of the settings. `None` for other plugins, which
     /// then take their route-side settings on consumers too.
     fn consumer(&self, _settings: &Value) -> Option<Result<ConsumerAuth, String>> {
@@ -178,6 +183,17 @@ impl Registry {
         settings: &Value,
         scope: Scope,
     ) -> Result<Option<Configured>, String> {
+        self.configure_for(name, settings, scope, "")
+    }
+
+    /// Like [`Registry::configure`] for the resource `owner` (`routes/1`).
+    pub fn configure_for(
+        &self,
+        name: &str,
+        settings: &Value,
+        scope: Scope,
+        owner: &str,
+    ) -> Result<Option<Configured>, String> {
         if let Some(enabled) = &self.enabled {
             // The operator's choice, also for an APISIX plugin Portico does not have (a typo
             // of a name stays an error: it may be a protection misspelled).
@@ -216,7 +232,7 @@ impl Registry {
                     "plugin {name} is not an auth plugin; a credential holds one auth plugin"
                 ))
             }
-            _ => Built::Plugin(factory.build(settings).map_err(err)?),
+            _ => Built::Plugin(factory.build_for(settings, owner).map_err(err)?),
         };
         Ok(Some(Configured {
             raw: settings.clone(),

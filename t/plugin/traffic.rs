@@ -584,3 +584,36 @@ fn api_breaker_opens_after_unhealthy_answers() {
     assert_eq!((r.status, r.body.as_str()), (599, "breaker open"));
     assert_eq!(r.headers["x-breaker"], "/b");
 }
+
+#[test]
+fn limit_counters_survive_unrelated_edits_and_reset_on_a_new_setting() {
+    let echo = Echo::start("keep");
+    let route = |count: u64| json!({"id": "l", "uri": "/l", "plugins": {"limit-count": {"count": count, "time_window": 60}}});
+    let other = json!({"id": "o", "uri": "/o"});
+    let svc = vec![
+        json!({"id": "s", "upstream": {"nodes": {echo.addr(): 1}}, "plugins": {"limit-count": {"count": 1, "time_window": 60}}}),
+    ];
+    let with_service = vec![
+        json!({"id": "s1", "uri": "/s1", "service_id": "s"}),
+        json!({"id": "s2", "uri": "/s2", "service_id": "s"}),
+    ];
+    let file =
+        |routes: Vec<serde_json::Value>| crate::yaml(&echo, routes, &[("services", svc.clone())]);
+    let mut routes = vec![route(2)];
+    routes.extend(with_service.clone());
+    let g = crate::harness::gateway::Gateway::start(&file(routes.clone()));
+    assert_eq!(g.request("GET", "/l", &[]).status, 200);
+    // An unrelated edit (a route more): the count goes on.
+    routes.push(other.clone());
+    g.update(&file(routes.clone()));
+    assert_eq!(g.request("GET", "/l", &[]).status, 200);
+    assert_eq!(g.request("GET", "/l", &[]).status, 503);
+    // A new setting starts afresh.
+    routes[0] = route(3);
+    g.update(&file(routes));
+    assert_eq!(g.request("GET", "/l", &[]).status, 200);
+    // A service's limit counts for each of its routes apart.
+    assert_eq!(g.request("GET", "/s1", &[]).status, 200);
+    assert_eq!(g.request("GET", "/s2", &[]).status, 200);
+    assert_eq!(g.request("GET", "/s1", &[]).status, 503);
+}
