@@ -2,15 +2,14 @@
 //! delayed by `default_conn_delay` for each multiple of `conn` ahead of them, the rest refused.
 //! A request counts until its context ends: response sent, or client gone.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::limit_count::{limit_key, shard_of, KeyType};
-use super::template::Template;
+use super::limit_count::{refusal, refuse_shared_policy, KeyType, LimitKey};
+use super::state::{self, Keyed};
 use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
 pub struct LimitConnFactory;
@@ -45,44 +44,44 @@ fn local() -> String {
     "local".into()
 }
 
-/// Requests under way, by key.
-struct InFlight {
-    shards: Vec<Mutex<HashMap<String, u64>>>,
-}
+/// Requests under way, by key (never swept: each is given back when its request ends, and
+/// there are no more of them than requests under way).
+#[derive(Default)]
+struct InFlight(Keyed<u64>);
 
 impl InFlight {
-    fn new() -> InFlight {
-        InFlight {
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
     /// One more for `key`; the count now, or `None` (and nothing counted) past `max`.
     fn enter(&self, key: &str, max: u64) -> Option<u64> {
-        let mut map = self.shards[shard_of(key, self.shards.len())]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key.to_string()).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                map.remove(key);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(*n)
+        self.0.with(
+            key,
+            |n| *n == 0,
+            |map| {
+                let n = map.entry(key.to_string()).or_insert(0);
+                if *n >= max {
+                    if *n == 0 {
+                        map.remove(key);
+                    }
+                    return None;
+                }
+                *n += 1;
+                Some(*n)
+            },
+        )
     }
 
     fn leave(&self, key: &str) {
-        let mut map = self.shards[shard_of(key, self.shards.len())]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(key);
-            }
-        }
+        self.0.with(
+            key,
+            |n| *n == 0,
+            |map| {
+                if let Some(n) = map.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        map.remove(key);
+                    }
+                }
+            },
+        )
     }
 }
 
@@ -102,12 +101,9 @@ struct LimitConn {
     conn: u64,
     burst: u64,
     delay: Duration,
-    key_type: KeyType,
-    key: String,
-    combination: Template,
+    key: LimitKey,
     refused: Answer,
     in_flight: Arc<InFlight>,
-    per_route: bool,
 }
 
 impl Factory for LimitConnFactory {
@@ -124,15 +120,7 @@ impl Factory for LimitConnFactory {
     }
 
     fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
-        if let Some(p) = settings
-            .get("policy")
-            .and_then(Value::as_str)
-            .filter(|p| *p != "local")
-        {
-            return Err(format!(
-                "property \"policy\": {p:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served"
-            ));
-        }
+        refuse_shared_policy(settings)?;
         let s: Settings = parse_settings(settings)?;
         check_range("conn", s.conn, 1, None)?;
         check_range("rejected_code", s.rejected_code, 200, Some(599))?;
@@ -153,31 +141,16 @@ impl Factory for LimitConnFactory {
             conn: s.conn,
             burst: s.burst,
             delay: Duration::from_secs_f64(s.default_conn_delay),
-            key_type: s.key_type,
-            combination: Template::parse(&s.key),
-            key: s.key,
-            refused: match &s.rejected_msg {
-                Some(m) => Answer::error_msg(s.rejected_code, m),
-                None => Answer::status(s.rejected_code),
-            },
-            in_flight: super::state::shared(
-                super::state::key("limit-conn", owner, settings),
-                InFlight::new,
-            ),
-            per_route: super::state::per_route(owner),
+            key: LimitKey::new(s.key_type, &s.key, state::per_route(owner)),
+            refused: refusal(s.rejected_code, &s.rejected_msg),
+            in_flight: state::shared(state::key("limit-conn", owner, settings), InFlight::default),
         }))
     }
 }
 
 impl Plugin for LimitConn {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let mut key = limit_key(cx, self.key_type, &self.key, &self.combination);
-        if let (true, Some(route)) = (
-            self.per_route,
-            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
-        ) {
-            key = format!("{route}:{key}");
-        }
+        let key = self.key.of(cx);
         let Some(n) = self
             .in_flight
             .enter(&key, self.conn.saturating_add(self.burst))
@@ -212,7 +185,7 @@ mod tests {
 
     #[test]
     fn places_are_counted_and_given_back() {
-        let f = InFlight::new();
+        let f = InFlight::default();
         assert_eq!(f.enter("a", 2), Some(1));
         assert_eq!(f.enter("a", 2), Some(2));
         assert_eq!(f.enter("a", 2), None);
@@ -220,6 +193,6 @@ mod tests {
         assert_eq!(f.enter("a", 2), Some(2));
         f.leave("a");
         f.leave("a");
-        assert!(f.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+        assert_eq!(f.enter("a", 1), Some(1), "all given back");
     }
 }

@@ -6,8 +6,7 @@
 //! starts afresh (as APISIX keys them by resource and version); `group` shares one set of
 //! counters between every instance of the group. Shared counters through Redis are issue 11.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_http::ResponseHeader;
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::state::{self, Keyed};
 use super::template::Template;
 use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
@@ -77,79 +77,45 @@ struct Window {
     used: u64,
 }
 
-/// Counters by key, in shards (a lock is held for one lookup, never across an await).
-pub(super) struct Counters {
-    shards: Vec<Mutex<HashMap<String, Window>>>,
-}
-
-/// Keys kept per shard before expired windows are swept.
-const SWEEP_AT: usize = 4096;
+/// Windows by key.
+#[derive(Default)]
+pub(super) struct Counters(Keyed<Window>);
 
 impl Counters {
-    fn new() -> Counters {
-        Counters {
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
     /// Counts one request for `key`: `Ok(remaining)`, or `Err(())` when over the limit; and
     /// the seconds left in the window.
     fn take(&self, key: &str, limit: u64, window: Duration) -> (Result<u64, ()>, f64) {
-        // FNV-1a picks the shard.
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let shard = &self.shards[(h % self.shards.len() as u64) as usize];
         let now = Instant::now();
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT && !map.contains_key(key) {
-            map.retain(|_, w| now.duration_since(w.start) < window);
-        }
-        let w = map.entry(key.to_string()).or_insert(Window {
-            start: now,
-            used: 0,
-        });
-        if now.duration_since(w.start) >= window {
-            *w = Window {
+        let stale = |w: &Window| now.duration_since(w.start) >= window;
+        self.0.with(key, stale, |map| {
+            let w = map.entry(key.to_string()).or_insert(Window {
                 start: now,
                 used: 0,
-            };
-        }
-        let reset = (window.saturating_sub(now.duration_since(w.start))).as_secs_f64();
-        let reset = (reset * 100.0).floor() / 100.0;
-        if w.used >= limit {
-            return (Err(()), reset);
-        }
-        w.used += 1;
-        (Ok(limit - w.used), reset)
+            });
+            if stale(w) {
+                *w = Window {
+                    start: now,
+                    used: 0,
+                };
+            }
+            let reset = (window.saturating_sub(now.duration_since(w.start))).as_secs_f64();
+            let reset = (reset * 100.0).floor() / 100.0;
+            if w.used >= limit {
+                return (Err(()), reset);
+            }
+            w.used += 1;
+            (Ok(limit - w.used), reset)
+        })
     }
-}
-
-/// The counters of each `group`, shared by every instance that names it.
-fn group_counters(group: &str) -> Arc<Counters> {
-    static GROUPS: OnceLock<Mutex<HashMap<String, Arc<Counters>>>> = OnceLock::new();
-    let mut groups = GROUPS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    groups
-        .entry(group.to_string())
-        .or_insert_with(|| Arc::new(Counters::new()))
-        .clone()
 }
 
 struct LimitCount {
     limit: u64,
     window: Duration,
-    key_type: KeyType,
-    key: String,
-    combination: Template,
-    rejected_code: u16,
-    rejected_msg: Option<String>,
+    key: LimitKey,
+    refused: Answer,
     show_headers: bool,
     counters: Arc<Counters>,
-    /// Counts for each route apart (configured on a service or plugin_config).
-    per_route: bool,
 }
 
 /// What the response says of the limit.
@@ -185,15 +151,7 @@ impl Factory for LimitCountFactory {
     }
 
     fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
-        if let Some(p) = settings
-            .get("policy")
-            .and_then(Value::as_str)
-            .filter(|p| *p != "local")
-        {
-            return Err(format!(
-                "property \"policy\": {p:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served"
-            ));
-        }
+        refuse_shared_policy(settings)?;
         if settings.get("rules").is_some() {
             return Err(
                 "property \"rules\" is not supported by Portico yet; the resource is not served"
@@ -225,36 +183,26 @@ impl Factory for LimitCountFactory {
         Ok(Arc::new(LimitCount {
             limit,
             window: Duration::from_secs(window),
-            key_type: s.key_type,
-            combination: Template::parse(&s.key),
-            key: s.key,
-            rejected_code: s.rejected_code,
-            rejected_msg: s.rejected_msg,
+            key: LimitKey::new(
+                s.key_type,
+                &s.key,
+                s.group.is_none() && state::per_route(owner),
+            ),
+            refused: refusal(s.rejected_code, &s.rejected_msg),
             show_headers: s.show_limit_quota_header,
+            // A group is one set of counters for every use of it.
             counters: match &s.group {
-                Some(g) => group_counters(g),
-                None => super::state::shared(
-                    super::state::key("limit-count", owner, settings),
-                    Counters::new,
+                Some(g) => state::shared(format!("limit-count group|{g}"), Counters::default),
+                None => state::shared(
+                    state::key("limit-count", owner, settings),
+                    Counters::default,
                 ),
             },
-            per_route: s.group.is_none() && super::state::per_route(owner),
         }))
     }
 }
 
 impl LimitCount {
-    fn key_of(&self, cx: &Cx<'_>) -> String {
-        let key = limit_key(cx, self.key_type, &self.key, &self.combination);
-        match (
-            self.per_route,
-            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
-        ) {
-            (true, Some(route)) => format!("{route}:{key}"),
-            _ => key,
-        }
-    }
-
     fn instance(&self) -> usize {
         self as *const Self as usize
     }
@@ -262,7 +210,7 @@ impl LimitCount {
 
 impl Plugin for LimitCount {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let key = self.key_of(cx);
+        let key = self.key.of(cx);
         let (taken, reset) = self.counters.take(&key, self.limit, self.window);
         let remaining = taken.unwrap_or(0);
         if self.show_headers {
@@ -278,10 +226,7 @@ impl Plugin for LimitCount {
         }
         match taken {
             Ok(_) => Flow::Continue,
-            Err(()) => Flow::Respond(match &self.rejected_msg {
-                Some(m) => Answer::error_msg(self.rejected_code, m),
-                None => Answer::status(self.rejected_code),
-            }),
+            Err(()) => Flow::Respond(self.refused.clone()),
         }
     }
 
@@ -301,31 +246,69 @@ impl Plugin for LimitCount {
 
 const QUOTA: &str = "limit-count.quota";
 
-/// The key a limit counts this request under: a variable, a combination of variables, or a
-/// constant; the client address when the variables are empty (as APISIX).
-pub(super) fn limit_key(cx: &Cx<'_>, kind: KeyType, key: &str, combination: &Template) -> String {
-    let found = match kind {
-        KeyType::Constant => Some(key.to_string()),
-        KeyType::Var => cx.var(key.trim_start_matches('$')),
-        KeyType::VarCombination => {
-            let any = std::cell::Cell::new(false);
-            let v = combination.render_with(|name| {
-                let v = cx.var(name);
-                any.set(any.get() || v.is_some());
-                v
-            });
-            any.get().then_some(v)
-        }
-    };
-    found.unwrap_or_else(|| cx.var("remote_addr").unwrap_or_default())
+/// What a limit counts a request under, shared by limit-count, limit-req and limit-conn.
+pub(super) struct LimitKey {
+    kind: KeyType,
+    key: String,
+    combination: Template,
+    /// Apart for each route (the limit is configured on a service or plugin_config).
+    per_route: bool,
 }
 
-/// The shard of a key among `n` (FNV-1a).
-pub(super) fn shard_of(key: &str, n: usize) -> usize {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h % n as u64) as usize
+impl LimitKey {
+    pub(super) fn new(kind: KeyType, key: &str, per_route: bool) -> LimitKey {
+        LimitKey {
+            kind,
+            key: key.to_string(),
+            combination: Template::parse(key),
+            per_route,
+        }
+    }
+
+    /// A variable, a combination of variables, or a constant; the client address when the
+    /// variables are empty (as APISIX); with the route in front when counted per route.
+    pub(super) fn of(&self, cx: &Cx<'_>) -> String {
+        let found = match self.kind {
+            KeyType::Constant => Some(self.key.clone()),
+            KeyType::Var => cx.var(self.key.trim_start_matches('$')),
+            KeyType::VarCombination => {
+                let any = std::cell::Cell::new(false);
+                let v = self.combination.render_with(|name| {
+                    let v = cx.var(name);
+                    any.set(any.get() || v.is_some());
+                    v
+                });
+                any.get().then_some(v)
+            }
+        };
+        let key = found.unwrap_or_else(|| cx.var("remote_addr").unwrap_or_default());
+        match (
+            self.per_route,
+            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
+        ) {
+            (true, Some(route)) => format!("{route}:{key}"),
+            _ => key,
+        }
+    }
+}
+
+/// Redis policies (issue 11) are refused before the settings are read, with a message that
+/// says why (their fields would otherwise read as unknown).
+pub(super) fn refuse_shared_policy(settings: &Value) -> Result<(), String> {
+    match settings.get("policy").and_then(Value::as_str) {
+        Some(p) if p != "local" => Err(format!(
+            "property \"policy\": {p:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A limit's refusal: `{"error_msg": rejected_msg}`, or nginx's page for the code.
+pub(super) fn refusal(code: u16, msg: &Option<String>) -> Answer {
+    match msg {
+        Some(m) => Answer::error_msg(code, m),
+        None => Answer::status(code),
+    }
 }
 
 #[cfg(test)]
@@ -334,7 +317,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fixed_windows_on_virtual_time() {
-        let c = Counters::new();
+        let c = Counters::default();
         let w = Duration::from_secs(60);
         assert_eq!(c.take("a", 2, w).0, Ok(1));
         assert_eq!(c.take("a", 2, w).0, Ok(0));

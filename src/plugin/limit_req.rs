@@ -2,16 +2,15 @@
 //! `burst` more queued (delayed to the rate, or let through at once with `nodelay`), the rest
 //! refused. Counters belong to the plugin instance, as for `limit-count`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::limit_count::{limit_key, shard_of, KeyType};
-use super::template::Template;
+use super::limit_count::{refusal, refuse_shared_policy, KeyType, LimitKey};
+use super::state::{self, Keyed};
 use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
 pub struct LimitReqFactory;
@@ -52,51 +51,37 @@ struct Bucket {
     last: Instant,
 }
 
-pub(super) struct Buckets {
-    shards: Vec<Mutex<HashMap<String, Bucket>>>,
-}
-
-const SWEEP_AT: usize = 4096;
+#[derive(Default)]
+pub(super) struct Buckets(Keyed<Bucket>);
 
 impl Buckets {
-    fn new() -> Buckets {
-        Buckets {
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
     /// One request for `key`: how long to wait to keep to the rate, or `None` when refused
     /// (resty.limit.req's arithmetic: the excess leaks at `rate` a second).
     fn incoming(&self, key: &str, rate: f64, burst: f64) -> Option<Duration> {
         let now = Instant::now();
-        let mut map = self.shards[shard_of(key, self.shards.len())]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT && !map.contains_key(key) {
-            map.retain(|_, b| b.excess - rate * now.duration_since(b.last).as_secs_f64() > 0.0);
-        }
-        let excess = match map.get(key) {
-            Some(b) => (b.excess - rate * now.duration_since(b.last).as_secs_f64() + 1.0).max(0.0),
-            None => 0.0,
-        };
-        if excess > burst {
-            return None;
-        }
-        map.insert(key.to_string(), Bucket { excess, last: now });
-        Some(Duration::from_secs_f64(excess / rate))
+        let left = |b: &Bucket| b.excess - rate * now.duration_since(b.last).as_secs_f64();
+        self.0.with(
+            key,
+            |b| left(b) <= 0.0,
+            |map| {
+                let excess = map.get(key).map_or(0.0, |b| (left(b) + 1.0).max(0.0));
+                if excess > burst {
+                    return None;
+                }
+                map.insert(key.to_string(), Bucket { excess, last: now });
+                Some(Duration::from_secs_f64(excess / rate))
+            },
+        )
     }
 }
 
 struct LimitReq {
     rate: f64,
     burst: f64,
-    key_type: KeyType,
-    key: String,
-    combination: Template,
+    key: LimitKey,
     refused: Answer,
     nodelay: bool,
     buckets: Arc<Buckets>,
-    per_route: bool,
 }
 
 impl Factory for LimitReqFactory {
@@ -113,15 +98,7 @@ impl Factory for LimitReqFactory {
     }
 
     fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
-        if let Some(p) = settings
-            .get("policy")
-            .and_then(Value::as_str)
-            .filter(|p| *p != "local")
-        {
-            return Err(format!(
-                "property \"policy\": {p:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served"
-            ));
-        }
+        refuse_shared_policy(settings)?;
         let s: Settings = parse_settings(settings)?;
         if !(s.rate > 0.0 && s.rate.is_finite()) {
             return Err(format!(
@@ -145,32 +122,17 @@ impl Factory for LimitReqFactory {
         Ok(Arc::new(LimitReq {
             rate: s.rate,
             burst: s.burst,
-            key_type: s.key_type,
-            combination: Template::parse(&s.key),
-            key: s.key,
-            refused: match &s.rejected_msg {
-                Some(m) => Answer::error_msg(s.rejected_code, m),
-                None => Answer::status(s.rejected_code),
-            },
+            key: LimitKey::new(s.key_type, &s.key, state::per_route(owner)),
+            refused: refusal(s.rejected_code, &s.rejected_msg),
             nodelay: s.nodelay,
-            buckets: super::state::shared(
-                super::state::key("limit-req", owner, settings),
-                Buckets::new,
-            ),
-            per_route: super::state::per_route(owner),
+            buckets: state::shared(state::key("limit-req", owner, settings), Buckets::default),
         }))
     }
 }
 
 impl Plugin for LimitReq {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let mut key = limit_key(cx, self.key_type, &self.key, &self.combination);
-        if let (true, Some(route)) = (
-            self.per_route,
-            cx.state.route.as_ref().and_then(|r| r.route_id.as_deref()),
-        ) {
-            key = format!("{route}:{key}");
-        }
+        let key = self.key.of(cx);
         match self.buckets.incoming(&key, self.rate, self.burst) {
             None => Flow::Respond(self.refused.clone()),
             Some(delay) if !self.nodelay && delay >= Duration::from_millis(1) => {
@@ -190,7 +152,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn leaky_bucket_on_virtual_time() {
-        let b = Buckets::new();
+        let b = Buckets::default();
         // rate 1/s, burst 1: the first goes at once, the second waits a second, the third is
         // refused; a second later one more fits.
         assert_eq!(b.incoming("a", 1.0, 1.0), Some(Duration::ZERO));

@@ -48,6 +48,72 @@ pub fn per_route(owner: &str) -> bool {
     owner.starts_with("services/") || owner.starts_with("plugin_configs/")
 }
 
+/// Per-key values of a limit (windows, buckets, requests under way), in shards so a lookup
+/// locks one shard only, never across an await. Memory is bounded: a full shard first drops
+/// what `stale` says is over, and past [`MAX_PER_SHARD`] drops keys at random, so a client
+/// that invents keys cannot grow it (those keys start afresh, as in APISIX's fixed-size
+/// shared dict).
+pub struct Keyed<V> {
+    /// Each shard's map, and the size at which it is swept next.
+    shards: Vec<Mutex<(HashMap<String, V>, usize)>>,
+    max_per_shard: usize,
+}
+
+/// Keys a shard holds before stale ones are swept.
+const SWEEP_AT: usize = 4096;
+/// Keys a shard holds at most (16 shards).
+pub const MAX_PER_SHARD: usize = 65_536;
+
+impl<V> Default for Keyed<V> {
+    fn default() -> Self {
+        Keyed::with_cap(MAX_PER_SHARD)
+    }
+}
+
+impl<V> Keyed<V> {
+    fn with_cap(max_per_shard: usize) -> Keyed<V> {
+        Keyed {
+            shards: (0..16)
+                .map(|_| Mutex::new((HashMap::new(), SWEEP_AT)))
+                .collect(),
+            max_per_shard,
+        }
+    }
+
+    /// Runs `f` on the map of `key`'s shard, after making room for a new key.
+    pub fn with<R>(
+        &self,
+        key: &str,
+        stale: impl Fn(&V) -> bool,
+        f: impl FnOnce(&mut HashMap<String, V>) -> R,
+    ) -> R {
+        // FNV-1a picks the shard.
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut guard = self.shards[(h % self.shards.len() as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (map, next_sweep) = &mut *guard;
+        if map.len() >= *next_sweep && !map.contains_key(key) {
+            map.retain(|_, v| !stale(v));
+            if map.len() >= self.max_per_shard {
+                let drop: Vec<String> = map
+                    .keys()
+                    .take(self.max_per_shard / 10 + 1)
+                    .cloned()
+                    .collect();
+                for k in drop {
+                    map.remove(&k);
+                }
+            }
+            // Swept again only once it has grown by half: a sweep costs the whole shard.
+            *next_sweep = (map.len() + map.len() / 2).clamp(SWEEP_AT, self.max_per_shard);
+        }
+        f(map)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +125,16 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         drop((a, b));
         assert_eq!(*shared("k1".into(), || 3u32), 3, "made again once unused");
+    }
+
+    #[test]
+    fn keyed_state_is_bounded() {
+        let k: Keyed<u8> = Keyed::with_cap(5000);
+        for i in 0..200_000 {
+            let key = format!("key{i}");
+            k.with(&key, |_| false, |m| m.insert(key.clone(), 1));
+        }
+        let total: usize = k.shards.iter().map(|s| s.lock().unwrap().0.len()).sum();
+        assert!(total <= 5000 * 16, "{total}");
     }
 }
