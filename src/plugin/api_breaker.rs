@@ -192,6 +192,17 @@ impl ApiBreaker {
         if self.unhealthy.http_statuses.contains(&status) {
             if states.len() >= MAX_TRACKED && !states.contains_key(&key) {
                 states.retain(|_, s| s.unhealthy > 0 && s.broke_at.is_some());
+                if states.len() >= MAX_TRACKED {
+                    // Still full (a client inventing paths): the oldest breakers go.
+                    let mut by_age: Vec<(String, Option<Instant>)> = states
+                        .iter()
+                        .map(|(k, s)| (k.clone(), s.broke_at))
+                        .collect();
+                    by_age.sort_by_key(|(_, at)| *at);
+                    for (k, _) in by_age.into_iter().take(MAX_TRACKED / 10) {
+                        states.remove(&k);
+                    }
+                }
             }
             let st = states.entry(key).or_default();
             st.unhealthy += 1;

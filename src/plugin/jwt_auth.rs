@@ -28,9 +28,9 @@ struct Settings {
     hide_credentials: bool,
     #[serde(default = "default_key")]
     key_claim_name: String,
-    /// Accepted as APISIX does; no Portico plugin reads the payload afterwards.
-    #[serde(default, rename = "store_in_ctx")]
-    _store_in_ctx: bool,
+    /// Keeps the payload for later plugins; none in Portico reads it, so `true` is refused.
+    #[serde(default)]
+    store_in_ctx: bool,
     #[serde(default = "default_jwt")]
     realm: String,
     anonymous_consumer: Option<String>,
@@ -125,6 +125,12 @@ impl Factory for JwtAuthFactory {
 
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         let s: Settings = parse_settings(settings)?;
+        if s.store_in_ctx {
+            return Err(
+                "property \"store_in_ctx\": no Portico plugin reads the JWT payload; remove it"
+                    .into(),
+            );
+        }
         if s.key_claim_name.is_empty() {
             return Err("property \"key_claim_name\" validation failed: string too short, expected at least 1".into());
         }

@@ -63,14 +63,15 @@ fn default_algorithm() -> Algorithm {
 
 struct RequestId {
     header: http::HeaderName,
-    key: &'static str,
     include_in_response: bool,
     algorithm: Algorithm,
     range: (usize, Vec<char>),
 }
 
-/// The request's id, for the response header.
+/// The request's id, for the response header (per instance: a global rule and a route may
+/// both set ids, under two names).
 struct Generated(String);
+const GENERATED: &str = "request-id";
 
 impl Factory for RequestIdFactory {
     fn name(&self) -> &'static str {
@@ -100,7 +101,6 @@ impl Factory for RequestIdFactory {
             );
         }
         Ok(Arc::new(RequestId {
-            key: state_key(header.as_str()),
             header,
             include_in_response: s.include_in_response,
             algorithm: s.algorithm,
@@ -176,7 +176,8 @@ impl Plugin for RequestId {
             }
         };
         if self.include_in_response {
-            cx.state.set(self.key, Generated(id));
+            cx.state
+                .set_at(GENERATED, self as *const Self as usize, Generated(id));
         }
         Flow::Continue
     }
@@ -192,24 +193,13 @@ impl Plugin for RequestId {
         if has {
             return;
         }
-        if let Some(Generated(id)) = cx.state.get::<Generated>(self.key) {
+        if let Some(Generated(id)) = cx
+            .state
+            .get_at::<Generated>(GENERATED, self as *const Self as usize)
+        {
             let _ = resp.insert_header(self.header.clone(), id.as_str());
         }
     }
-}
-
-/// The state key of a header name: one value per name, since a global rule and a route may
-/// both set ids under two names. Names are few and live for the process; each distinct one is
-/// kept once.
-fn state_key(name: &str) -> &'static str {
-    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.push(leaked);
-    leaked
 }
 
 #[cfg(test)]

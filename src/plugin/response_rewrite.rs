@@ -178,10 +178,24 @@ impl Factory for ResponseRewriteFactory {
                 let compiled = filters
                     .iter()
                     .map(|f| {
-                        let pattern = if f.options.contains('i') {
-                            format!("(?i){}", f.regex)
-                        } else {
+                        // ngx.re options: i, s, m, x change matching; j, o, u, d only how
+                        // PCRE runs; anything else cannot be honoured.
+                        let mut flags = String::new();
+                        for c in f.options.chars() {
+                            match c {
+                                'i' | 's' | 'm' | 'x' => flags.push(c),
+                                'j' | 'o' | 'u' | 'd' => {}
+                                other => {
+                                    return Err(format!(
+                                        "property \"filters.options\": option {other:?} is not supported"
+                                    ))
+                                }
+                            }
+                        }
+                        let pattern = if flags.is_empty() {
                             f.regex.clone()
+                        } else {
+                            format!("(?{flags}){}", f.regex)
                         };
                         Ok(Compiled {
                             regex: Regex::new(&pattern)
