@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_settings, Answer, ConsumerAuth, Cx, Factory, Flow, Plugin};
+use super::{parse_settings, ConsumerAuth, Cx, Factory, Flow, Plugin};
 
 pub struct BasicAuthFactory;
 
@@ -108,30 +108,16 @@ impl Plugin for BasicAuth {
                 },
             },
         };
-        let consumer = match result {
+        let consumer = match result.or_else(|why| {
+            super::anonymous_or_refuse(
+                cx.state.consumers(),
+                self.s.anonymous_consumer.as_deref(),
+                why,
+                &self.www_authenticate,
+            )
+        }) {
             Ok(c) => c,
-            Err(why) => {
-                let anonymous = self
-                    .s
-                    .anonymous_consumer
-                    .as_ref()
-                    .map(|a| cx.state.consumers().by_name(a).cloned());
-                match anonymous {
-                    Some(Some(c)) => c,
-                    Some(None) => {
-                        return Flow::Respond(
-                            Answer::message(401, "Invalid user authorization")
-                                .header("WWW-Authenticate", &*self.www_authenticate),
-                        )
-                    }
-                    None => {
-                        return Flow::Respond(
-                            Answer::message(401, why)
-                                .header("WWW-Authenticate", &*self.www_authenticate),
-                        )
-                    }
-                }
-            }
+            Err(answer) => return Flow::Respond(answer),
         };
         if self.s.hide_credentials {
             cx.req_mut().remove_header("Authorization");

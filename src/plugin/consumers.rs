@@ -42,6 +42,26 @@ impl ConsumerMatch {
     }
 }
 
+/// What an auth plugin does when it found no consumer: its `anonymous_consumer` stands in
+/// when set (a 401 "Invalid user authorization" when that consumer is gone), else a 401 with
+/// `why`; refusals carry `WWW-Authenticate`.
+pub fn anonymous_or_refuse(
+    index: &ConsumerIndex,
+    anonymous: Option<&str>,
+    why: &str,
+    www_authenticate: &str,
+) -> Result<Arc<ConsumerMatch>, super::Answer> {
+    let refuse =
+        |m: &str| super::Answer::message(401, m).header("WWW-Authenticate", www_authenticate);
+    match anonymous {
+        None => Err(refuse(why)),
+        Some(name) => index
+            .by_name(name)
+            .cloned()
+            .ok_or_else(|| refuse("Invalid user authorization")),
+    }
+}
+
 /// Auth plugin name → credential value → consumer.
 #[derive(Debug, Default)]
 pub struct ConsumerIndex {

@@ -9,7 +9,7 @@ use openssl::pkey::PKey;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_range, parse_settings, Answer, ConsumerAuth, Cx, Factory, Flow, Plugin};
+use super::{check_range, parse_settings, ConsumerAuth, Cx, Factory, Flow, Plugin};
 
 pub struct HmacAuthFactory;
 
@@ -286,25 +286,17 @@ impl HmacAuth {
 
 impl Plugin for HmacAuth {
     fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
-        let consumer = match self.check(cx) {
+        let checked = self.check(cx);
+        let consumer = match checked.or_else(|why| {
+            super::anonymous_or_refuse(
+                cx.state.consumers(),
+                self.s.anonymous_consumer.as_deref(),
+                &why,
+                &self.www_authenticate,
+            )
+        }) {
             Ok(c) => c,
-            Err(why) => match self.s.anonymous_consumer.as_ref() {
-                None => {
-                    return Flow::Respond(
-                        Answer::message(401, &why)
-                            .header("WWW-Authenticate", &*self.www_authenticate),
-                    )
-                }
-                Some(a) => match cx.state.consumers().by_name(a).cloned() {
-                    Some(c) => c,
-                    None => {
-                        return Flow::Respond(
-                            Answer::message(401, "Invalid user authorization")
-                                .header("WWW-Authenticate", &*self.www_authenticate),
-                        )
-                    }
-                },
-            },
+            Err(answer) => return Flow::Respond(answer),
         };
         if self.s.hide_credentials {
             cx.req_mut().remove_header("Authorization");

@@ -11,7 +11,7 @@ use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_range, parse_settings, Answer, ConsumerAuth, Cx, Factory, Flow, Plugin};
+use super::{check_range, parse_settings, ConsumerAuth, Cx, Factory, Flow, Plugin};
 
 pub struct JwtAuthFactory;
 
@@ -388,30 +388,17 @@ impl JwtAuth {
 
 impl Plugin for JwtAuth {
     fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
-        let consumer = match self.check(cx) {
+        let checked = self.check(cx);
+        let consumer = match checked.or_else(|why| {
+            super::anonymous_or_refuse(
+                cx.state.consumers(),
+                self.s.anonymous_consumer.as_deref(),
+                why,
+                &self.www_authenticate,
+            )
+        }) {
             Ok(c) => c,
-            Err(why) => {
-                let anonymous = self
-                    .s
-                    .anonymous_consumer
-                    .as_ref()
-                    .map(|a| cx.state.consumers().by_name(a).cloned());
-                match anonymous {
-                    Some(Some(c)) => c,
-                    Some(None) => {
-                        return Flow::Respond(
-                            Answer::message(401, "Invalid user authorization")
-                                .header("WWW-Authenticate", &*self.www_authenticate),
-                        )
-                    }
-                    None => {
-                        return Flow::Respond(
-                            Answer::message(401, why)
-                                .header("WWW-Authenticate", &*self.www_authenticate),
-                        )
-                    }
-                }
-            }
+            Err(answer) => return Flow::Respond(answer),
         };
         cx.attach_consumer(consumer);
         Flow::Continue

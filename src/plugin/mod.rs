@@ -53,7 +53,7 @@ mod ua_restriction;
 
 pub use answer::{nginx_page as answer_page, Answer};
 pub use chain::{Chain, Entry, Layer, Meta, Phase};
-pub use consumers::{ConsumerIndex, ConsumerMatch};
+pub use consumers::{anonymous_or_refuse, ConsumerIndex, ConsumerMatch};
 pub use cx::{Cx, RequestState, CONSUMER_HEADERS};
 pub use registry::{registry, Built, Configured, Factory, Registry, Scope};
 pub use settings::{allow_or_deny, check_range, parse_settings, ConsumerAuth};

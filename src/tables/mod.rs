@@ -371,6 +371,18 @@ impl Tables {
             }
         }
         sources.sort_by_key(|s| s.0);
+        // Each consumer's chain once, for its own credentials and its anonymous use.
+        let chains: std::collections::HashMap<&str, Arc<Chain>> = self
+            .config
+            .consumers
+            .values()
+            .map(|c| {
+                (
+                    c.item.username.as_str(),
+                    Arc::new(self.consumer_chain(&c.item)),
+                )
+            })
+            .collect();
         for c in self.config.consumers.values() {
             // As `anonymous_consumer`: no credential, no custom id (APISIX maps neither).
             let consumer = &c.item;
@@ -380,12 +392,14 @@ impl Tables {
                 custom_id: None,
                 group_id: consumer.group_id.as_ref().map(|g| g.to_string()),
                 group_missing: self.group_missing(consumer),
-                plugins: Arc::new(self.consumer_chain(consumer)),
+                plugins: chains[consumer.username.as_str()].clone(),
                 auth: Arc::new(()),
             }));
         }
         for (_, consumer, credential) in sources {
-            let plugins = Arc::new(self.consumer_chain(&consumer));
+            let Some(plugins) = chains.get(consumer.username.as_str()).cloned() else {
+                continue;
+            };
             let group_missing = self.group_missing(&consumer);
             if !plugins.inline_upstreams().is_empty() {
                 let (kind, id) = match credential {
