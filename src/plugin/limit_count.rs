@@ -1,12 +1,13 @@
-//! `limit-count` with `policy: local`: at most `count` requests per `time_window` seconds for
-//! each key (client address by default), in fixed windows, with APISIX's headers.
+//! `limit-count`: at most `count` requests per `time_window` seconds for each key (client
+//! address by default), in fixed windows, with APISIX's headers; counted in this gateway
+//! (`policy: local`) or in Redis, shared by every gateway using it (`redis`, `redis-cluster`).
 //!
 //! Counters belong to the plugin instance, so the same setting on two routes counts apart, a
-//! consumer's limit counts for that consumer across routes, and a new version of the resource
-//! starts afresh (as APISIX keys them by resource and version); `group` shares one set of
-//! counters between every instance of the group. Shared counters through Redis are issue 11.
+//! consumer's limit counts for that consumer across routes, and a changed setting starts
+//! afresh (as APISIX keys them by resource and version); `group` shares one set of counters
+//! between every instance of the group.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use pingora_http::ResponseHeader;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::redis_policy::{take_policy, version_tag, Policy, Redis};
 use super::state::{self, Keyed};
 use super::template::Template;
 use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
@@ -43,12 +45,13 @@ struct Settings {
     #[serde(default = "default_code")]
     rejected_code: u16,
     rejected_msg: Option<String>,
-    #[serde(default = "local")]
-    policy: String,
     #[serde(default)]
     allow_degradation: bool,
     #[serde(default = "yes")]
     show_limit_quota_header: bool,
+    /// Delayed syncing to Redis: Portico counts in Redis on every request instead, which is
+    /// exact and no less strict.
+    sync_interval: Option<f64>,
 }
 
 fn fixed() -> String {
@@ -62,9 +65,6 @@ fn var() -> KeyType {
 }
 fn default_code() -> u16 {
     503
-}
-fn local() -> String {
-    "local".into()
 }
 fn yes() -> bool {
     true
@@ -109,14 +109,41 @@ impl Counters {
     }
 }
 
+/// Where the windows are kept.
+enum Store {
+    Local(Arc<Counters>),
+    /// In Redis, under `prefix` + the request's key.
+    Redis {
+        redis: Arc<Redis>,
+        prefix: String,
+        degrade: bool,
+    },
+}
+
 struct LimitCount {
     limit: u64,
     window: Duration,
     key: LimitKey,
     refused: Answer,
     show_headers: bool,
-    counters: Arc<Counters>,
+    store: Store,
 }
+
+/// Counts one request in a Redis window: the count so far and the window's milliseconds
+/// left. The window starts with the first request, as the local one does.
+static COUNT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local used = redis.call('incrby', KEYS[1], ARGV[2])
+local left = redis.call('pttl', KEYS[1])
+if left < 0 then
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {used, left}
+",
+    )
+});
 
 /// What the response says of the limit.
 struct Quota {
@@ -146,19 +173,23 @@ impl Factory for LimitCountFactory {
         1002
     }
 
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &["redis_password", "sentinel_password"]
+    }
+
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         self.build_for(settings, "")
     }
 
     fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
-        refuse_shared_policy(settings)?;
-        if settings.get("rules").is_some() {
+        let (rest, policy) = take_policy(settings, &["local", "redis", "redis-cluster"])?;
+        if rest.get("rules").is_some() {
             return Err(
                 "property \"rules\" is not supported by Portico yet; the resource is not served"
                     .into(),
             );
         }
-        let s: Settings = parse_settings(settings)?;
+        let s: Settings = parse_settings(&rest)?;
         let limit = positive("count", &s.count)?;
         let window = positive("time_window", &s.time_window)?;
         check_range("time_window", window, 1, Some(10 * 365 * 86_400))?;
@@ -169,17 +200,38 @@ impl Factory for LimitCountFactory {
                 s.window_type
             ));
         }
-        if s.policy != "local" {
-            return Err(format!(
-                "property \"policy\": {:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served",
-                s.policy
-            ));
-        }
         if s.rejected_msg.as_deref() == Some("") {
             return Err("property \"rejected_msg\" validation failed: string too short, expected at least 1".into());
         }
-        // Local counters cannot fail, so there is nothing to degrade to.
-        let _ = s.allow_degradation;
+        if let (Policy::Redis(_), Some(sync)) = (&policy, s.sync_interval) {
+            if sync != -1.0 && sync < 0.1 {
+                return Err("sync_interval should not be smaller than 0.1".into());
+            }
+            if sync != -1.0 && sync >= window as f64 {
+                return Err("sync_interval should be smaller than time_window".into());
+            }
+        }
+        let store = match policy {
+            // A group is one set of counters for every use of it.
+            Policy::Local => Store::Local(match &s.group {
+                Some(g) => state::shared(format!("limit-count group|{g}"), Counters::default),
+                None => state::shared(
+                    state::key("limit-count", owner, settings),
+                    Counters::default,
+                ),
+            }),
+            Policy::Redis(redis) => Store::Redis {
+                redis,
+                prefix: match &s.group {
+                    Some(g) => format!("plugin-limit-count:v1:{g}:"),
+                    None => format!(
+                        "plugin-limit-count:v1:{}:",
+                        version_tag("limit-count", owner, settings)
+                    ),
+                },
+                degrade: s.allow_degradation,
+            },
+        };
         Ok(Arc::new(LimitCount {
             limit,
             window: Duration::from_secs(window),
@@ -190,14 +242,7 @@ impl Factory for LimitCountFactory {
             ),
             refused: refusal(s.rejected_code, &s.rejected_msg),
             show_headers: s.show_limit_quota_header,
-            // A group is one set of counters for every use of it.
-            counters: match &s.group {
-                Some(g) => state::shared(format!("limit-count group|{g}"), Counters::default),
-                None => state::shared(
-                    state::key("limit-count", owner, settings),
-                    Counters::default,
-                ),
-            },
+            store,
         }))
     }
 }
@@ -211,27 +256,71 @@ impl LimitCount {
 impl Plugin for LimitCount {
     fn access(&self, cx: &mut Cx<'_>) -> Flow {
         let key = self.key.of(cx);
-        let (taken, reset) = self.counters.take(&key, self.limit, self.window);
-        let remaining = taken.unwrap_or(0);
-        if self.show_headers {
-            cx.state.set_at(
-                QUOTA,
-                self.instance(),
-                Quota {
-                    limit: self.limit,
-                    remaining,
-                    reset,
-                },
-            );
-        }
-        match taken {
-            Ok(_) => Flow::Continue,
-            Err(()) => Flow::Respond(self.refused.clone()),
+        match &self.store {
+            Store::Local(counters) => {
+                let (taken, reset) = counters.take(&key, self.limit, self.window);
+                if self.show_headers {
+                    let quota = Quota {
+                        limit: self.limit,
+                        remaining: taken.unwrap_or(0),
+                        reset,
+                    };
+                    cx.state.set_at(QUOTA, self.instance(), quota);
+                }
+                match taken {
+                    Ok(_) => Flow::Continue,
+                    Err(()) => Flow::Respond(self.refused.clone()),
+                }
+            }
+            Store::Redis {
+                redis,
+                prefix,
+                degrade,
+            } => {
+                // The answer comes after the wait; the header filter finds it here.
+                let slot = Arc::new(OnceLock::new());
+                if self.show_headers {
+                    cx.state
+                        .set_at(REDIS_QUOTA, self.instance(), RedisQuota(slot.clone()));
+                }
+                let (redis, degrade, limit) = (redis.clone(), *degrade, self.limit);
+                let (key, refused) = (format!("{prefix}{key}"), self.refused.clone());
+                let window_ms = self.window.as_millis().to_string();
+                Flow::Wait(Box::pin(async move {
+                    match redis
+                        .eval::<(u64, i64)>(&COUNT_SCRIPT, &key, &[&window_ms, "1"])
+                        .await
+                    {
+                        Ok((used, left_ms)) => {
+                            let reset = (left_ms.max(0) as f64 / 10.0).floor() / 100.0;
+                            let _ = slot.set(Quota {
+                                limit,
+                                remaining: limit.saturating_sub(used),
+                                reset,
+                            });
+                            if used > limit {
+                                Flow::Respond(refused)
+                            } else {
+                                Flow::Continue
+                            }
+                        }
+                        Err(e) => redis.failed("limit-count", &e, degrade, || {
+                            Answer::error_msg(500, "failed to limit count")
+                        }),
+                    }
+                }))
+            }
         }
     }
 
     fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
-        if let Some(q) = cx.state.get_at::<Quota>(QUOTA, self.instance()) {
+        let local = cx.state.get_at::<Quota>(QUOTA, self.instance());
+        let remote = || {
+            cx.state
+                .get_at::<RedisQuota>(REDIS_QUOTA, self.instance())
+                .and_then(|q| q.0.get())
+        };
+        if let Some(q) = local.or_else(remote) {
             let _ = resp.insert_header("X-RateLimit-Limit", q.limit.to_string());
             let _ = resp.insert_header("X-RateLimit-Remaining", q.remaining.to_string());
             let reset = if q.reset.fract() == 0.0 {
@@ -244,6 +333,10 @@ impl Plugin for LimitCount {
     }
 }
 
+/// A Redis count's quota, filled in when Redis answers.
+struct RedisQuota(Arc<OnceLock<Quota>>);
+
+const REDIS_QUOTA: &str = "limit-count.redis-quota";
 const QUOTA: &str = "limit-count.quota";
 
 /// What a limit counts a request under, shared by limit-count, limit-req and limit-conn.
@@ -292,17 +385,6 @@ impl LimitKey {
     }
 }
 
-/// Redis policies (issue 11) are refused before the settings are read, with a message that
-/// says why (their fields would otherwise read as unknown).
-pub(super) fn refuse_shared_policy(settings: &Value) -> Result<(), String> {
-    match settings.get("policy").and_then(Value::as_str) {
-        Some(p) if p != "local" => Err(format!(
-            "property \"policy\": {p:?} (counters shared through Redis) is not supported by Portico yet; the resource is not served"
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// A limit's refusal: `{"error_msg": rejected_msg}`, or nginx's page for the code.
 pub(super) fn refusal(code: u16, msg: &Option<String>) -> Answer {
     match msg {
@@ -341,6 +423,7 @@ mod tests {
             .is_ok());
         for bad in [
             serde_json::json!({"count": 1, "time_window": 1, "policy": "redis"}),
+            serde_json::json!({"count": 1, "time_window": 1, "policy": "redis-sentinel"}),
             serde_json::json!({"count": 0, "time_window": 1}),
             serde_json::json!({"count": "$arg_n", "time_window": 1}),
             serde_json::json!({"count": 1, "time_window": 1, "window_type": "sliding"}),

@@ -1,15 +1,18 @@
-//! `limit-req` with `policy: local`: a leaky bucket per key, `rate` requests a second with
-//! `burst` more queued (delayed to the rate, or let through at once with `nodelay`), the rest
-//! refused. Counters belong to the plugin instance, as for `limit-count`.
+//! `limit-req`: a leaky bucket per key, `rate` requests a second with `burst` more queued
+//! (delayed to the rate, or let through at once with `nodelay`), the rest refused. Buckets
+//! belong to the plugin instance, as for `limit-count`, in this gateway (`policy: local`) or
+//! in Redis (`redis`, `redis-cluster`), where Redis's own clock drains them, so gateways whose
+//! clocks differ still agree.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::limit_count::{refusal, refuse_shared_policy, KeyType, LimitKey};
+use super::limit_count::{refusal, KeyType, LimitKey};
+use super::redis_policy::{take_policy, version_tag, Policy, Redis};
 use super::state::{self, Keyed};
 use super::{check_range, parse_settings, Answer, Cx, Factory, Flow, Plugin};
 
@@ -23,8 +26,6 @@ struct Settings {
     key: String,
     #[serde(default = "var")]
     key_type: KeyType,
-    #[serde(default = "local")]
-    policy: String,
     #[serde(default = "default_code")]
     rejected_code: u16,
     rejected_msg: Option<String>,
@@ -36,9 +37,6 @@ struct Settings {
 
 fn var() -> KeyType {
     KeyType::Var
-}
-fn local() -> String {
-    "local".into()
 }
 fn default_code() -> u16 {
     503
@@ -75,14 +73,50 @@ impl Buckets {
     }
 }
 
+/// Where the buckets are kept.
+enum Store {
+    Local(Arc<Buckets>),
+    /// In Redis, under `prefix` + the request's key.
+    Redis {
+        redis: Arc<Redis>,
+        prefix: String,
+        degrade: bool,
+    },
+}
+
 struct LimitReq {
     rate: f64,
     burst: f64,
     key: LimitKey,
     refused: Answer,
     nodelay: bool,
-    buckets: Arc<Buckets>,
+    store: Store,
 }
+
+/// One request into a Redis bucket (a hash of `excess` and `last`, in Redis's clock):
+/// `{1, excess}` when it fits, `{0, excess}` when refused. The same arithmetic as
+/// [`Buckets::incoming`]; the bucket expires once it would have drained.
+static BUCKET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local seen = redis.call('hmget', KEYS[1], 'excess', 'last')
+local excess = 0
+if seen[1] and seen[2] then
+  local elapsed = math.abs(now - tonumber(seen[2]))
+  excess = math.max(tonumber(seen[1]) - rate * elapsed + 1, 0)
+  if excess > burst then
+    return {0, tostring(excess)}
+  end
+end
+redis.call('hset', KEYS[1], 'excess', tostring(excess), 'last', tostring(now))
+redis.call('expire', KEYS[1], math.ceil(burst / rate) + 1)
+return {1, tostring(excess)}
+",
+    )
+});
 
 impl Factory for LimitReqFactory {
     fn name(&self) -> &'static str {
@@ -93,13 +127,17 @@ impl Factory for LimitReqFactory {
         1001
     }
 
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &["redis_password"]
+    }
+
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         self.build_for(settings, "")
     }
 
     fn build_for(&self, settings: &Value, owner: &str) -> Result<Arc<dyn Plugin>, String> {
-        refuse_shared_policy(settings)?;
-        let s: Settings = parse_settings(settings)?;
+        let (rest, policy) = take_policy(settings, &["local", "redis", "redis-cluster"])?;
+        let s: Settings = parse_settings(&rest)?;
         if !(s.rate > 0.0 && s.rate.is_finite()) {
             return Err(format!(
                 "property \"rate\" validation failed: expected a number above 0, got {}",
@@ -118,22 +156,35 @@ impl Factory for LimitReqFactory {
                 "property \"key_type\" validation failed: matches none of the enum values".into(),
             );
         }
-        let _ = (&s.policy, s.allow_degradation);
+        let store = match policy {
+            Policy::Local => Store::Local(state::shared(
+                state::key("limit-req", owner, settings),
+                Buckets::default,
+            )),
+            Policy::Redis(redis) => Store::Redis {
+                redis,
+                prefix: format!(
+                    "limit_req:plugin-limit-req:{}:",
+                    version_tag("limit-req", owner, settings)
+                ),
+                degrade: s.allow_degradation,
+            },
+        };
         Ok(Arc::new(LimitReq {
             rate: s.rate,
             burst: s.burst,
             key: LimitKey::new(s.key_type, &s.key, state::per_route(owner)),
             refused: refusal(s.rejected_code, &s.rejected_msg),
             nodelay: s.nodelay,
-            buckets: state::shared(state::key("limit-req", owner, settings), Buckets::default),
+            store,
         }))
     }
 }
 
-impl Plugin for LimitReq {
-    fn access(&self, cx: &mut Cx<'_>) -> Flow {
-        let key = self.key.of(cx);
-        match self.buckets.incoming(&key, self.rate, self.burst) {
+impl LimitReq {
+    /// What a bucket's answer means for the request.
+    fn decide(&self, delay: Option<Duration>) -> Flow {
+        match delay {
             None => Flow::Respond(self.refused.clone()),
             Some(delay) if !self.nodelay && delay >= Duration::from_millis(1) => {
                 Flow::Wait(Box::pin(async move {
@@ -142,6 +193,44 @@ impl Plugin for LimitReq {
                 }))
             }
             Some(_) => Flow::Continue,
+        }
+    }
+}
+
+impl Plugin for LimitReq {
+    fn access(&self, cx: &mut Cx<'_>) -> Flow {
+        let key = self.key.of(cx);
+        match &self.store {
+            Store::Local(buckets) => self.decide(buckets.incoming(&key, self.rate, self.burst)),
+            Store::Redis {
+                redis,
+                prefix,
+                degrade,
+            } => {
+                let (redis, degrade, nodelay) = (redis.clone(), *degrade, self.nodelay);
+                let (key, refused, rate) =
+                    (format!("{prefix}{key}"), self.refused.clone(), self.rate);
+                let args = [self.rate.to_string(), self.burst.to_string()];
+                Flow::Wait(Box::pin(async move {
+                    let args = [args[0].as_str(), args[1].as_str()];
+                    match redis
+                        .eval::<(i64, String)>(&BUCKET_SCRIPT, &key, &args)
+                        .await
+                    {
+                        Ok((0, _)) => Flow::Respond(refused),
+                        Ok((_, excess)) => {
+                            let excess: f64 = excess.parse().unwrap_or(0.0);
+                            let delay =
+                                Duration::from_secs_f64((excess / rate).clamp(0.0, 86_400.0));
+                            if !nodelay && delay >= Duration::from_millis(1) {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Flow::Continue
+                        }
+                        Err(e) => redis.failed("limit-req", &e, degrade, || Answer::status(500)),
+                    }
+                }))
+            }
         }
     }
 }

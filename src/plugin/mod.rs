@@ -19,6 +19,7 @@ mod answer;
 mod chain;
 mod consumers;
 mod cx;
+mod redis_policy;
 mod registry;
 mod settings;
 mod state;

@@ -547,6 +547,7 @@ impl EtcdCluster {
     }
 }
 pub mod gateway;
+pub mod redis;
 
 // === a TCP relay that can be cut ===
 

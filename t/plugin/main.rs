@@ -8,6 +8,7 @@ mod auth;
 mod custom;
 mod etcd;
 mod pipeline;
+mod redis;
 mod traffic;
 
 use serde_json::Value;
