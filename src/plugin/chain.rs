@@ -88,6 +88,8 @@ pub struct Entry {
 #[derive(Clone, Default)]
 pub struct Chain {
     entries: Vec<Entry>,
+    /// The most body bytes a plugin of the chain reads whole, if one does.
+    wants_body: Option<u64>,
     /// The route and service the chain was compiled for (`route_id`, `service_id` vars).
     pub route_id: Option<String>,
     pub service_id: Option<String>,
@@ -99,6 +101,10 @@ impl std::fmt::Debug for Chain {
             .entries(self.entries.iter().map(|e| &*e.name))
             .finish()
     }
+}
+
+fn wants_body(entries: &[Entry]) -> Option<u64> {
+    entries.iter().filter_map(|e| e.plugin.wants_body()).min()
 }
 
 /// Plugins by name, as one resource configures them.
@@ -133,6 +139,7 @@ impl Chain {
             .collect();
         sort(&mut entries);
         Chain {
+            wants_body: wants_body(&entries),
             entries,
             route_id: None,
             service_id: None,
@@ -148,6 +155,7 @@ impl Chain {
             .collect();
         sort(&mut entries);
         Chain {
+            wants_body: wants_body(&entries),
             entries,
             route_id: None,
             service_id: None,
@@ -170,10 +178,33 @@ impl Chain {
         }));
         sort(&mut entries);
         Chain {
+            wants_body: wants_body(&entries),
             entries,
             route_id: self.route_id.clone(),
             service_id: self.service_id.clone(),
         }
+    }
+
+    /// The most request body bytes a plugin of this chain reads whole, if one does (the
+    /// smallest, when several do).
+    pub fn wants_body(&self) -> Option<u64> {
+        self.wants_body
+    }
+
+    /// Asks the plugins that read the body whole about a body that arrived after the request
+    /// phases; the first refusal is the answer.
+    pub fn check_body(&self, cx: &mut Cx<'_>, body: &Bytes) -> Option<Answer> {
+        for e in &self.entries {
+            if e.plugin.wants_body().is_some() && applies(e, cx) {
+                if let Some(mut a) = e.plugin.check_body(cx, body) {
+                    if let (Some(b), true) = (&e.error_response, a.status >= 400) {
+                        a.body = Some(b.clone());
+                    }
+                    return Some(a);
+                }
+            }
+        }
+        None
     }
 
     pub fn is_empty(&self) -> bool {

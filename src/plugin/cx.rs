@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
@@ -42,6 +43,11 @@ pub struct RequestState {
     pub upstream: Option<super::UpstreamChoice>,
     /// The most request body bytes the upstream may get (`client-control`); above it, 413.
     pub body_limit: Option<u64>,
+    /// The whole request body, when a plugin asked for it (see [`super::Plugin::wants_body`]).
+    pub body: Option<Bytes>,
+    /// The body is too big to read before the request phases: plugins that want it check it
+    /// in [`super::Plugin::check_body`] once it has arrived, before the upstream gets it.
+    pub body_later: bool,
     scratch: Vec<(ScratchKey, Box<dyn Any + Send + Sync>)>,
 }
 

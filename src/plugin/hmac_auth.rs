@@ -9,7 +9,9 @@ use openssl::pkey::PKey;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_range, parse_settings, ConsumerAuth, Cx, Factory, Flow, Plugin};
+use bytes::Bytes;
+
+use super::{check_range, parse_settings, Answer, ConsumerAuth, Cx, Factory, Flow, Plugin};
 
 pub struct HmacAuthFactory;
 
@@ -119,11 +121,6 @@ impl Factory for HmacAuthFactory {
         check_range("max_req_body_size", s.max_req_body_size, 1, None)?;
         if s.allowed_algorithms.is_empty() {
             return Err("property \"allowed_algorithms\" validation failed: expect array to have at least 1 items".into());
-        }
-        if s.validate_request_body {
-            // The digest needs the whole body before the request is let through; refused rather
-            // than let unchecked bodies in.
-            return Err("property \"validate_request_body\": Portico does not check body digests yet; the route is not served".into());
         }
         Ok(Arc::new(HmacAuth {
             www_authenticate: format!("hmac realm=\"{}\"", s.realm),
@@ -280,8 +277,30 @@ impl HmacAuth {
         if mac.len() != given.len() || !openssl::memcmp::eq(&mac, &given) {
             return Err(generic());
         }
+        if self.s.validate_request_body {
+            let digest = cx.header("Digest").ok_or_else(generic)?;
+            match &cx.state.body {
+                Some(body) if !digest_matches(digest, body) => return Err(generic()),
+                Some(_) => {}
+                // Too big to read before this phase: checked once it has all arrived.
+                None if cx.state.body_later => {}
+                None => return Err(generic()),
+            }
+        }
         Ok(consumer)
     }
+}
+
+/// Whether `Digest: SHA-256=<base64>` is the body's.
+fn digest_matches(header: &str, body: &[u8]) -> bool {
+    let Ok(hash) = openssl::hash::hash(MessageDigest::sha256(), body) else {
+        return false;
+    };
+    let expected = format!(
+        "SHA-256={}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    );
+    expected.len() == header.len() && openssl::memcmp::eq(expected.as_bytes(), header.as_bytes())
 }
 
 impl Plugin for HmacAuth {
@@ -303,6 +322,20 @@ impl Plugin for HmacAuth {
         }
         cx.attach_consumer(consumer);
         Flow::Continue
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        self.s
+            .validate_request_body
+            .then_some(self.s.max_req_body_size)
+    }
+
+    fn check_body(&self, cx: &mut Cx<'_>, body: &Bytes) -> Option<Answer> {
+        let ok = cx.header("Digest").is_some_and(|d| digest_matches(d, body));
+        (!ok).then(|| {
+            Answer::message(401, "client request can't be validated")
+                .header("WWW-Authenticate", &self.www_authenticate)
+        })
     }
 }
 

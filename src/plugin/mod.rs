@@ -49,6 +49,7 @@ mod real_ip;
 mod redirect;
 mod referer_restriction;
 mod request_id;
+mod request_validation;
 mod response_rewrite;
 mod ua_restriction;
 
@@ -95,6 +96,22 @@ pub trait Plugin: Send + Sync + 'static {
     /// Each piece of the request body as it goes upstream; `end` on the last.
     fn request_body(&self, _cx: &mut Cx<'_>, _body: &Option<Bytes>, _end: bool) {}
 
+    /// The most request body bytes this plugin reads whole (`hmac-auth`'s digest,
+    /// `request-validation`'s schema), or `None` when it reads none. A route with such a
+    /// plugin has its body read before the request phases run, up to that size (413 above),
+    /// and [`RequestState::body`] holds it for them.
+    fn wants_body(&self) -> Option<u64> {
+        None
+    }
+
+    /// The whole body, for a body too big to read before the request phases (above Pingora's
+    /// 64 KiB replay buffer): it is held back from the upstream until it has all arrived and
+    /// this plugin agreed. A plugin whose request phase found [`RequestState::body`] empty
+    /// with [`RequestState::body_later`] set checks here what it would have checked there.
+    fn check_body(&self, _cx: &mut Cx<'_>, _body: &Bytes) -> Option<Answer> {
+        None
+    }
+
     /// Just before the request goes upstream, after the gateway's own headers
     /// (`X-Forwarded-*`, `pass_host`) are set.
     fn before_proxy(&self, _cx: &mut Cx<'_>, _upstream: &mut RequestHeader) {}
@@ -139,6 +156,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(redirect::RedirectFactory);
     r.register(referer_restriction::RefererRestrictionFactory);
     r.register(request_id::RequestIdFactory);
+    r.register(request_validation::RequestValidationFactory);
     r.register(response_rewrite::ResponseRewriteFactory);
     r.register(traffic_split::TrafficSplitFactory);
     r.register(ua_restriction::UaRestrictionFactory);

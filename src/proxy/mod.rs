@@ -1,6 +1,7 @@
 //! The Pingora proxy: match a route in the current tables, run its plugins, pick a node,
 //! forward.
 
+mod body;
 pub mod guard;
 mod request_line;
 mod respond;
@@ -135,9 +136,42 @@ pub struct Ctx {
     plugins: RequestState,
     /// Request body bytes read so far (for `client-control`).
     body_read: u64,
+    /// A body held back for the plugins that read it whole (see `body`).
+    held: Option<body::Held>,
+    /// `client_max_body_size` (0: none).
+    max_body: u64,
+    /// The answer for a request refused after its upstream request began (a held body a
+    /// plugin refused), written by `fail_to_proxy`.
+    pending: Option<crate::plugin::Answer>,
 }
 
 impl Ctx {
+    /// Reads the body before the request phases if a plugin of the global or route chain
+    /// reads it whole (see `body`); `Err` is the answer.
+    async fn body_for_plugins(
+        &mut self,
+        session: &mut Session,
+        max_body: u64,
+    ) -> std::result::Result<(), crate::plugin::Answer> {
+        let wants = [self.global.as_ref(), self.plugins.route.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.wants_body())
+            .min();
+        self.max_body = max_body;
+        let Some(mut max) = wants else {
+            return Ok(());
+        };
+        if max_body > 0 {
+            max = max.min(max_body);
+        }
+        body::read_early(session, &mut self.plugins, max).await?;
+        if self.plugins.body_later && self.held.is_none() {
+            self.held = Some(body::Held::new(max));
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the global chain, then on the route's.
     fn each_chain(&mut self, session: &mut Session, mut f: impl FnMut(&Chain, &mut Cx<'_>)) {
         let global = self.global.clone();
@@ -191,6 +225,19 @@ impl Ctx {
             if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
                 let merged = Arc::new(route.with_consumer(&consumer));
                 cx.state.route = Some(merged.clone());
+                // A consumer's plugin may read the body whole too.
+                if let Some(max) = merged.wants_body() {
+                    let max = match self.max_body {
+                        0 => max,
+                        m => max.min(m),
+                    };
+                    if let Err(a) = body::read_early(cx.session, cx.state, max).await {
+                        return Some(a);
+                    }
+                    if cx.state.body_later && self.held.is_none() {
+                        self.held = Some(body::Held::new(max));
+                    }
+                }
                 if let Some(a) = merged.run(Phase::ConsumerRewrite, &mut cx).await {
                     return Some(a);
                 }
@@ -307,6 +354,10 @@ impl ProxyHttp for Gateway {
             }
         }
         let Some(entry) = found else {
+            if let Err(answer) = ctx.body_for_plugins(session, self.client.max_body).await {
+                respond::send(session, ctx, answer).await?;
+                return Ok(true);
+            }
             // Global rules run for requests no route takes too (a global limit counts 404s).
             let answer = match ctx.run_request_phases(session).await {
                 Some(a) => a,
@@ -330,6 +381,10 @@ impl ProxyHttp for Gateway {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        if let Err(answer) = ctx.body_for_plugins(session, self.client.max_body).await {
+            respond::send(session, ctx, answer).await?;
+            return Ok(true);
+        }
         if let Some(answer) = ctx.run_request_phases(session).await {
             respond::send(session, ctx, answer).await?;
             return Ok(true);
@@ -357,6 +412,38 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(held) = ctx.held.as_mut() {
+            match held.take(body, end_of_stream) {
+                Ok(None) => return Ok(()),
+                Ok(Some(whole)) => {
+                    ctx.held = None;
+                    ctx.plugins.body = Some(whole.clone());
+                    let mut refused = None;
+                    ctx.each_chain(session, |c, cx| {
+                        if refused.is_none() {
+                            refused = c.check_body(cx, &whole);
+                        }
+                    });
+                    if let Some(answer) = refused {
+                        let status = answer.status;
+                        ctx.pending = Some(answer);
+                        return Err(http_error(
+                            status,
+                            "a plugin refused the request body".into(),
+                        ));
+                    }
+                    *body = Some(whole);
+                }
+                Err(answer) => {
+                    let status = answer.status;
+                    ctx.pending = Some(answer);
+                    return Err(http_error(
+                        status,
+                        "request body above what plugins read".into(),
+                    ));
+                }
+            }
+        }
         ctx.each_chain(session, |c, cx| c.request_body(cx, body, end_of_stream));
         // client_max_body_size, or the route's client-control in its place.
         if let (Some(limit), Some(b)) = (ctx.plugins.body_limit.filter(|l| *l > 0), body.as_ref()) {
@@ -695,7 +782,11 @@ impl ProxyHttp for Gateway {
             ctx.plugins.upstream_status = Some(code);
         }
         if code > 0 && session.response_written().is_none() {
-            let _ = respond::send(session, ctx, crate::plugin::Answer::status(code)).await;
+            let answer = ctx
+                .pending
+                .take()
+                .unwrap_or_else(|| crate::plugin::Answer::status(code));
+            let _ = respond::send(session, ctx, answer).await;
         }
         FailToProxy {
             error_code: code,

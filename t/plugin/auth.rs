@@ -200,7 +200,7 @@ fn a_changed_key_applies_to_the_next_request() {
 }
 
 /// An HTTP date for now, as clients put in `Date`.
-fn http_date_now() -> String {
+pub fn http_date_now() -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "+%a, %d %b %Y %H:%M:%S GMT"])
         .env("LC_ALL", "C")

@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod body;
 mod custom;
 mod etcd;
 mod pipeline;
