@@ -90,8 +90,9 @@ echo "== 2. accuracy: count 1000, time_window 5, 10 connections for 4 s"
 one_gw=$(wrk -t2 -c10 -d4s "http://127.0.0.1:$PTC/acc_local" | accepted)
 echo "one gateway, local: $one_gw accepted"
 wrk -t1 -c5 -d4s "http://127.0.0.1:$PTC/acc_redis" | accepted > "$dir/a.n" &
+first=$!
 wrk -t1 -c5 -d4s "http://127.0.0.1:$PTC2/acc_redis" | accepted > "$dir/b.n"
-wait %1 2>/dev/null || true
+wait "$first"
 a=$(cat "$dir/a.n"); b=$(cat "$dir/b.n")
 echo "two gateways, redis: $((a + b)) accepted ($a + $b)"
 
@@ -106,8 +107,8 @@ end
 function response() if n >= limit then wrk.thread:stop() end end
 LUA
 echo "before: $(rss)"
-wrk -t2 -c20 -d600s -s "$dir/keys.lua" "http://127.0.0.1:$PTC" | awk '/requests in/ {print "sent " $1 " requests"}'
+wrk -t2 -c20 -d120s -s "$dir/keys.lua" "http://127.0.0.1:$PTC" | awk '/requests in/ {print "sent " $1 " requests"}'
 echo "after $KEYS keys in one window: $(rss)"
 sleep 21
-wrk -t2 -c20 -d600s -s "$dir/keys.lua" "http://127.0.0.1:$PTC" | awk '/requests in/ {print "sent " $1 " requests"}'
+wrk -t2 -c20 -d120s -s "$dir/keys.lua" "http://127.0.0.1:$PTC" | awk '/requests in/ {print "sent " $1 " requests"}'
 echo "after the window expired and $KEYS new keys: $(rss)"
