@@ -7,6 +7,21 @@
 use base64::Engine;
 use openssl::symm::{decrypt, encrypt, Cipher};
 
+/// The process's keyring (config.yaml's `data_encryption.keyring`), for the model's own
+/// encrypted fields (SSL private keys); APISIX's default until the config is read.
+static CURRENT: std::sync::LazyLock<arc_swap::ArcSwap<Keyring>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(Keyring::default()));
+
+/// Makes `keyring` the process's.
+pub fn install(keyring: Keyring) {
+    CURRENT.store(std::sync::Arc::new(keyring));
+}
+
+/// The process's keyring.
+pub fn current() -> std::sync::Arc<Keyring> {
+    CURRENT.load_full()
+}
+
 /// APISIX's default keyring.
 pub const DEFAULT: [&str; 2] = ["qeddd145sfvddff3", "edd1c9f0985e76a2"];
 

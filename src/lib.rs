@@ -24,11 +24,13 @@
 //!   compiled chains and the consumer index. Below the model; it knows requests only through
 //!   Pingora's session and [`vars`].
 //! - [`router`], [`tables`]: the compiled, immutable snapshot a request reads (router, route
-//!   chains, balancers, consumers), published through arc-swap; a change copies only the
+//!   chains, balancers, consumers, certificates by SNI), published through arc-swap; a change copies only the
 //!   shards it touches.
 //! - [`proxy`]: the Pingora `ProxyHttp` (match, run plugins, pick a node, forward), the one
 //!   place that writes the gateway's own answers (`proxy/respond.rs`), and the client limits
 //!   (`proxy/guard.rs`).
+//! - [`tls`]: HTTPS for clients: the certificate for each handshake, by SNI, from the
+//!   snapshot's `ssls` (parsed and checked when they load, in the model).
 //! - [`upstream`]: balancers, health checks, the keepalive pool accounting.
 //! - [`status`]: `/status` and friends, on their own listener.
 //! - [`vars`], [`net`], [`keyring`]: shared leaves (APISIX variables and `vars` expressions,
@@ -49,5 +51,6 @@ pub mod server;
 pub mod status;
 pub mod sync;
 pub mod tables;
+pub mod tls;
 pub mod upstream;
 pub mod vars;

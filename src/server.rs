@@ -176,7 +176,10 @@ pub fn run(mut registry: Registry) -> ExitCode {
         }
     }
     match crate::keyring::Keyring::new(&config.data_encryption.keyring) {
-        Ok(k) => registry.set_keyring(k),
+        Ok(k) => {
+            crate::keyring::install(k.clone());
+            registry.set_keyring(k);
+        }
         Err(e) => {
             eprintln!("{}: {e}", cli.conf.display());
             return ExitCode::FAILURE;
@@ -287,6 +290,15 @@ pub fn run(mut registry: Registry) -> ExitCode {
     for addr in &config.proxy.listen {
         proxy.add_tcp(addr);
     }
+    for addr in &config.proxy.tls_listen {
+        match tls_settings(&store, &config.proxy) {
+            Ok(settings) => proxy.add_tls_with_settings(addr, None, settings),
+            Err(e) => {
+                eprintln!("proxy.tls_listen {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     server.add_service(proxy);
 
     // Validated when the config was read.
@@ -305,14 +317,40 @@ pub fn run(mut registry: Registry) -> ExitCode {
         server.add_service(status_service);
     }
     log::info!(
-        "portico {} listening on {}",
+        "portico {} listening on {}{}",
         env!("CARGO_PKG_VERSION"),
-        config.proxy.listen.join(", ")
+        config.proxy.listen.join(", "),
+        if config.proxy.tls_listen.is_empty() {
+            String::new()
+        } else {
+            format!(", HTTPS on {}", config.proxy.tls_listen.join(", "))
+        }
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
     ExitCode::SUCCESS
+}
+
+/// An HTTPS listener's settings: certificates by SNI from the snapshot, TLS 1.2 and 1.3
+/// only, HTTP/2 offered by ALPN unless `proxy.http2` is off.
+fn tls_settings(
+    store: &Arc<crate::tables::Store>,
+    p: &crate::config::ProxyConfig,
+) -> Result<pingora_core::listeners::tls::TlsSettings, String> {
+    let callbacks = Box::new(crate::tls::SniCerts::new(
+        store.clone(),
+        p.fallback_sni.clone(),
+    ));
+    let mut settings = pingora_core::listeners::tls::TlsSettings::with_callbacks(callbacks)
+        .map_err(|e| e.to_string())?;
+    settings
+        .set_min_proto_version(Some(pingora_core::tls::ssl::SslVersion::TLS1_2))
+        .map_err(|e| e.to_string())?;
+    if p.http2 {
+        settings.enable_h2();
+    }
+    Ok(settings)
 }
 
 /// Ctrl-C (SIGINT) stops the gateway like SIGTERM: listeners close, in-flight requests get

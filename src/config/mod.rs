@@ -56,6 +56,15 @@ fn default_keyring() -> Vec<String> {
 pub struct ProxyConfig {
     /// HTTP listeners, `addr:port`.
     pub listen: Vec<String>,
+    /// HTTPS listeners, `addr:port`: certificates chosen by SNI from the `ssls`.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    /// Offer HTTP/2 by ALPN on the HTTPS listeners.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// The SNI whose certificate serves clients that send none, or one no ssl has (APISIX's
+    /// `fallback_sni`); without it those handshakes fail.
+    pub fallback_sni: Option<String>,
     /// Worker threads of the proxy.
     #[serde(default = "default_threads")]
     pub threads: usize,
@@ -90,6 +99,10 @@ pub struct ProxyConfig {
 
 fn sixty() -> f64 {
     60.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn ten() -> f64 {
@@ -315,6 +328,10 @@ impl GatewayConfig {
             serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
         if config.proxy.listen.is_empty() {
             return Err(err("proxy.listen: at least one listener is needed".into()));
+        }
+        for addr in &config.proxy.tls_listen {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|_| err(format!("proxy.tls_listen: {addr:?} is not an address:port")))?;
         }
         for addr in &config.proxy.listen {
             addr.parse::<std::net::SocketAddr>()

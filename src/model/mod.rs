@@ -13,7 +13,9 @@ mod upstream;
 
 pub use id::Id;
 pub use plugins::Plugins;
-pub use resources::{Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl};
+pub use resources::{
+    CertPair, Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl,
+};
 pub use route::{Methods, Route};
 pub use upstream::{
     cert_key, BalancerKind, KeepalivePool, Node, PassHost, Scheme, Timeout, Upstream, UpstreamTls,

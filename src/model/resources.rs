@@ -198,15 +198,82 @@ impl Credential {
     }
 }
 
-/// A certificate for TLS listeners, kept as given until TLS termination lands.
+/// A certificate object (`/apisix/ssls/<id>`): for TLS listeners (`type: server`, chosen by
+/// SNI) or an upstream's client certificate (`type: client`).
 #[derive(Debug, Clone)]
 pub struct Ssl {
     pub id: Id,
     pub snis: Vec<String>,
     pub cert: String,
-    /// Possibly encrypted with APISIX's keyring; never shown.
+    /// Decrypted with the keyring when APISIX stored it encrypted; never shown.
     pub key: String,
     pub enabled: bool,
+    /// `type: client`: never served to clients.
+    pub client_only: bool,
+    /// The parsed pairs (`cert`/`key`, then `certs`/`keys`), checked when the object loads.
+    pub pairs: Vec<std::sync::Arc<CertPair>>,
+}
+
+/// A certificate chain and its private key, parsed and checked once per object version.
+pub struct CertPair {
+    pub chain: Vec<openssl::x509::X509>,
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+impl std::fmt::Debug for CertPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let subject = self
+            .chain
+            .first()
+            .map(|c| format!("{:?}", c.subject_name()))
+            .unwrap_or_default();
+        f.debug_struct("CertPair")
+            .field("subject", &subject)
+            .finish()
+    }
+}
+
+/// A private key APISIX may have stored encrypted: a value starting with `---` is PEM as it
+/// is, anything else is decrypted with the keyring (every entry tried).
+fn reveal_key(field: &str, key: &str) -> Result<String, String> {
+    if key.trim_start().starts_with("---") {
+        return Ok(key.to_string());
+    }
+    crate::keyring::current().decrypt(key).ok_or_else(|| {
+        format!(
+            "property \"{field}\": not a PEM key and no data_encryption.keyring entry decrypts it"
+        )
+    })
+}
+
+/// Parses one pair and checks that it can serve: the key is the certificate's, and the
+/// certificate has not expired.
+fn cert_pair(cert_field: &str, key_field: &str, cert: &str, key: &str) -> Result<CertPair, String> {
+    use openssl::asn1::Asn1Time;
+    let chain = openssl::x509::X509::stack_from_pem(cert.as_bytes())
+        .map_err(|e| format!("property \"{cert_field}\": not a PEM certificate: {e}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err(format!("property \"{cert_field}\": holds no certificate"));
+    };
+    let key = openssl::pkey::PKey::private_key_from_pem(key.as_bytes())
+        .map_err(|_| format!("property \"{key_field}\": not a PEM private key"))?;
+    let matches = leaf
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        return Err(format!(
+            "property \"{key_field}\": the private key does not match the certificate of \"{cert_field}\""
+        ));
+    }
+    let now = Asn1Time::days_from_now(0).map_err(|e| e.to_string())?;
+    if leaf.not_after() < now {
+        return Err(format!(
+            "property \"{cert_field}\": the certificate expired on {}",
+            leaf.not_after()
+        ));
+    }
+    Ok(CertPair { chain, key })
 }
 
 impl Ssl {
@@ -215,16 +282,52 @@ impl Ssl {
         let cert = o.str("cert")?.ok_or("property \"cert\" is required")?;
         let key = o.str("key")?.ok_or("property \"key\" is required")?;
         let snis = o.one_or_many("sni", "snis")?.unwrap_or_default();
-        let is_client = o.str("type")? == Some("client");
-        if snis.is_empty() && !is_client {
+        let client_only = match o.str("type")? {
+            None | Some("server") => false,
+            Some("client") => true,
+            Some(other) => {
+                return Err(format!(
+                "property \"type\" validation failed: matches none of the enum values ({other:?})"
+            ))
+            }
+        };
+        if snis.is_empty() && !client_only {
             return Err("property \"snis\" is required".into());
+        }
+        if o.object("client")?.is_some() && !client_only {
+            // Fail closed: an SNI asking for client certificates is not served without them.
+            return Err(
+                "property \"client\" (mTLS) is not supported by Portico yet; the ssl is not served"
+                    .into(),
+            );
+        }
+        let key = reveal_key("key", key)?;
+        let mut pairs = vec![std::sync::Arc::new(cert_pair("cert", "key", cert, &key)?)];
+        let certs = o.strings("certs", false)?.unwrap_or_default();
+        let keys = o.strings("keys", false)?.unwrap_or_default();
+        if certs.len() != keys.len() {
+            return Err("properties \"certs\" and \"keys\" must have as many items".into());
+        }
+        for (i, (c, k)) in certs.iter().zip(&keys).enumerate() {
+            let k = reveal_key(&format!("keys[{i}]"), k)?;
+            pairs.push(std::sync::Arc::new(cert_pair(
+                &format!("certs[{i}]"),
+                &format!("keys[{i}]"),
+                c,
+                &k,
+            )?));
         }
         Ok(Ssl {
             id: parse_id(&o, fallback_id)?,
-            snis: snis.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            snis: snis
+                .iter()
+                .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
             cert: cert.to_string(),
-            key: key.to_string(),
+            key,
             enabled: o.int("status")?.unwrap_or(1) == 1,
+            client_only,
+            pairs,
         })
     }
 }

@@ -344,6 +344,10 @@ impl ProxyHttp for Gateway {
         };
         ctx.client_ip = ip;
         ctx.plugins.client_ip = ip;
+        // An HTTPS listener's connection (the `scheme` var, X-Forwarded-Proto).
+        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            ctx.plugins.scheme = "https";
+        }
         let global = tables.global_chain();
         ctx.global = (!global.is_empty()).then(|| global.clone());
         ctx.plugins.consumer_index = Some(tables.consumers().clone());
@@ -583,7 +587,12 @@ impl ProxyHttp for Gateway {
                 .map(str::to_string)
                 .unwrap_or(default)
         };
-        let proto = keep_or("X-Forwarded-Proto", "http".into());
+        let scheme = if ctx.plugins.scheme.is_empty() {
+            "http"
+        } else {
+            ctx.plugins.scheme
+        };
+        let proto = keep_or("X-Forwarded-Proto", scheme.into());
         let fwd_host = keep_or(
             "X-Forwarded-Host",
             ctx.host_header.clone().unwrap_or_default(),

@@ -195,6 +195,8 @@ pub struct Tables {
     global: Arc<Chain>,
     /// Consumers by the credential of each auth plugin.
     consumers: Arc<ConsumerIndex>,
+    /// The TLS listeners' certificates by SNI.
+    certs: Arc<crate::tls::CertIndex>,
     /// Resources that are valid alone but conflict with another (a key two consumers share).
     pub conflicts: Arc<Vec<Invalid>>,
     /// Routes not served because of what their plugins ask for (a traffic-split upstream that
@@ -255,6 +257,7 @@ impl Tables {
         }
         tables.rebuild_global();
         tables.rebuild_consumers();
+        tables.rebuild_certs();
         let mut routes: Vec<&Loaded<Route>> = config.routes.values().collect();
         routes.sort_by_key(|r| r.seq);
         for r in routes {
@@ -313,13 +316,14 @@ impl Tables {
     }
 
     fn apply_all(&mut self, changes: Vec<Change>, previous: Option<&Tables>) {
-        let (mut global, mut consumers) = (false, false);
+        let (mut global, mut consumers, mut certs) = (false, false, false);
         for change in changes {
             let kind = match &change {
                 Change::Put { resource, .. } => resource.kind(),
                 Change::Delete { kind, .. } => *kind,
             };
             global |= kind == Kind::GlobalRule;
+            certs |= kind == Kind::Ssl;
             consumers |= matches!(
                 kind,
                 Kind::Consumer | Kind::Credential | Kind::ConsumerGroup
@@ -335,6 +339,23 @@ impl Tables {
         if consumers {
             self.rebuild_consumers();
         }
+        if certs {
+            self.rebuild_certs();
+        }
+    }
+
+    /// Files the server certificates by SNI, in load order.
+    fn rebuild_certs(&mut self) {
+        let mut ssls: Vec<&Loaded<Ssl>> = self.config.ssls.values().collect();
+        ssls.sort_by_key(|s| s.seq);
+        self.certs = Arc::new(crate::tls::CertIndex::build(
+            ssls.into_iter().map(|s| &*s.item),
+        ));
+    }
+
+    /// The TLS listeners' certificates by SNI.
+    pub fn certs(&self) -> &Arc<crate::tls::CertIndex> {
+        &self.certs
     }
 
     /// The global rules' chains, in id order.

@@ -7,3 +7,4 @@ mod limits;
 mod proxy;
 mod reload;
 mod routing;
+mod tls;

@@ -76,8 +76,22 @@ impl Gateway {
         Gateway::spawn_etcd_in(TempDir::new("gateway"), endpoints, extra)
     }
 
+    /// Like [`Gateway::spawn_etcd`] with `proxy_extra` under `proxy:` in config.yaml.
+    pub fn spawn_etcd_with_proxy(endpoints: &[String], proxy_extra: &str) -> Gateway {
+        Gateway::spawn_etcd_full(TempDir::new("gateway"), endpoints, "", proxy_extra)
+    }
+
     /// Like [`Gateway::spawn_etcd`] in a given directory (to find a saved config again).
     pub fn spawn_etcd_in(dir: TempDir, endpoints: &[String], extra: &str) -> Gateway {
+        Gateway::spawn_etcd_full(dir, endpoints, extra, "")
+    }
+
+    fn spawn_etcd_full(
+        dir: TempDir,
+        endpoints: &[String],
+        extra: &str,
+        proxy_extra: &str,
+    ) -> Gateway {
         let port = free_port();
         let status_port = free_port();
         let list = endpoints
@@ -86,7 +100,7 @@ impl Gateway {
             .collect::<Vec<_>>()
             .join(", ");
         let config = format!(
-            "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 2\nstatus:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: etcd\netcd:\n  endpoints: [{list}]\n  prefix: /apisix\n  timeout: 3\n{extra}"
+            "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 2\n{proxy_extra}status:\n  listen: \"127.0.0.1:{status_port}\"\nconfig:\n  provider: etcd\netcd:\n  endpoints: [{list}]\n  prefix: /apisix\n  timeout: 3\n{extra}"
         );
         Gateway::launch(&portico_bin(), dir, port, status_port, None, &config)
     }
