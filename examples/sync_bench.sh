@@ -45,7 +45,7 @@ etcd:
   saved_config: ""
 CONF
   local t0; t0=$(date +%s.%N)
-  RUST_LOG=${PORTICO_LOG:-warn} ./target/release/portico -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
+  RUST_LOG=${PORTICO_LOG:-warn} ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
   echo $! > "$dir/portico.pid"
   local n=0
   until curl -sf "http://127.0.0.1:$STATUS/status/ready" >/dev/null; do

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
@@ -23,8 +23,6 @@ use crate::tables::{Change, Store};
 
 /// Keys read per page of the full read.
 const PAGE: i64 = 1000;
-/// After an event, wait this long for more before publishing (bursts become one publish).
-const COALESCE: Duration = Duration::from_millis(2);
 /// Never hold events longer than this while more keep coming.
 const COALESCE_MAX: Duration = Duration::from_millis(50);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -490,26 +488,29 @@ impl EtcdSync {
                     self.contact(None);
                     let mut changes = Vec::new();
                     let mut rejected = self.apply_events(events, &mut changes);
-                    // Coalesce: take whatever else arrives right behind.
+                    // Coalesce: take whatever the watch has already delivered (a burst
+                    // becomes one publish), then publish at once, without waiting for more.
                     let started = Instant::now();
                     while started.elapsed() < COALESCE_MAX {
-                        match tokio::time::timeout(COALESCE, stream.next()).await {
-                            Ok(Some(Ok(WatchMessage::Events { events, .. }))) => {
+                        let Some(next) = stream.next().now_or_never() else {
+                            break;
+                        };
+                        match next {
+                            Some(Ok(WatchMessage::Events { events, .. })) => {
                                 rejected |= self.apply_events(events, &mut changes);
                             }
-                            Ok(Some(Ok(WatchMessage::Progress { .. }))) => {}
-                            Ok(Some(Ok(WatchMessage::Compacted { compact_revision }))) => {
+                            Some(Ok(WatchMessage::Progress { .. })) => {}
+                            Some(Ok(WatchMessage::Compacted { compact_revision })) => {
                                 self.publish(changes, rejected);
                                 log::warn!(
                                     "etcd watch: compacted at {compact_revision}; reading again"
                                 );
                                 return WatchEnd::Reread;
                             }
-                            Ok(other) => {
+                            other => {
                                 self.publish(changes, rejected);
                                 return self.ended(other, &endpoint);
                             }
-                            Err(_) => break,
                         }
                     }
                     self.publish(changes, rejected);
