@@ -290,6 +290,14 @@ pub fn run(mut registry: Registry) -> ExitCode {
     for addr in &config.proxy.listen {
         proxy.add_tcp(addr);
     }
+    if let Some(port) = config
+        .proxy
+        .tls_listen
+        .first()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    {
+        crate::net::set_https_port(port.port());
+    }
     for addr in &config.proxy.tls_listen {
         match tls_settings(&store, &config.proxy) {
             Ok(settings) => proxy.add_tls_with_settings(addr, None, settings),

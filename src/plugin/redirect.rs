@@ -128,7 +128,11 @@ impl Plugin for Redirect {
                 } else {
                     308
                 };
-                format!("https://{host}{request_uri}")
+                // The gateway's HTTPS listener, as APISIX points at its own (no port for 443).
+                match crate::net::https_port().filter(|p| *p != 443) {
+                    Some(port) => format!("https://{host}:{port}{request_uri}"),
+                    None => format!("https://{host}{request_uri}"),
+                }
             }
         };
         if self.encode_uri {

@@ -169,8 +169,10 @@ fn curl(dir: &Path, port: u16, name: &str, path: &str, h2: bool) -> (u16, String
 
 fn yaml(echo: &Echo, ssls: &[Value]) -> String {
     let mut s = format!(
-        "routes:\n  - {}\n",
-        json!({"id": "r", "uri": "/*", "upstream": {"nodes": {echo.addr(): 1}}})
+        "routes:\n  - {}\n  - {}\n",
+        json!({"id": "r", "uri": "/*", "upstream": {"nodes": {echo.addr(): 1}}}),
+        json!({"id": "to", "uri": "/to-https", "plugins": {"redirect": {"http_to_https": true}},
+            "upstream": {"nodes": {echo.addr(): 1}}})
     );
     s.push_str("ssls:\n");
     for ssl in ssls {
