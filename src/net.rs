@@ -62,6 +62,22 @@ fn mask_v6(prefix: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
+/// The first HTTPS listener's port (0: none), set once at start.
+static HTTPS_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Records the HTTPS listener's port (`proxy.tls_listen`'s first entry).
+pub fn set_https_port(port: u16) {
+    HTTPS_PORT.store(port, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The HTTPS listener's port, if the gateway has one.
+pub fn https_port() -> Option<u16> {
+    match HTTPS_PORT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        p => Some(p),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,21 +105,5 @@ mod tests {
         assert_eq!(mask_v4(24), 0xffff_ff00);
         assert_eq!(mask_v6(0), 0);
         assert_eq!(mask_v6(128), u128::MAX);
-    }
-}
-
-/// The first HTTPS listener's port (0: none), set once at start.
-static HTTPS_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-
-/// Records the HTTPS listener's port (`proxy.tls_listen`'s first entry).
-pub fn set_https_port(port: u16) {
-    HTTPS_PORT.store(port, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The HTTPS listener's port, if the gateway has one.
-pub fn https_port() -> Option<u16> {
-    match HTTPS_PORT.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => None,
-        p => Some(p),
     }
 }
