@@ -10,6 +10,7 @@
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
+use http::HeaderValue;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::Value;
@@ -88,7 +89,8 @@ impl Counters {
         let now = Instant::now();
         let stale = |w: &Window| now.duration_since(w.start) >= window;
         self.0.with(key, stale, |map| {
-            let w = map.entry(key.to_string()).or_insert(Window {
+            // The key is copied only when it is new.
+            let w = map.entry_ref(key).or_insert(Window {
                 start: now,
                 used: 0,
             });
@@ -321,12 +323,14 @@ impl Plugin for LimitCount {
                 .and_then(|q| q.0.get())
         };
         if let Some(q) = local.or_else(remote) {
-            let _ = resp.insert_header("X-RateLimit-Limit", q.limit.to_string());
-            let _ = resp.insert_header("X-RateLimit-Remaining", q.remaining.to_string());
+            // Numbers straight into header values: no string to build and check.
+            let _ = resp.insert_header("X-RateLimit-Limit", HeaderValue::from(q.limit));
+            let _ = resp.insert_header("X-RateLimit-Remaining", HeaderValue::from(q.remaining));
             let reset = if q.reset.fract() == 0.0 {
-                format!("{}", q.reset as u64)
+                HeaderValue::from(q.reset as u64)
             } else {
-                format!("{}", q.reset)
+                HeaderValue::from_str(&q.reset.to_string())
+                    .unwrap_or_else(|_| HeaderValue::from(q.reset.ceil() as u64))
             };
             let _ = resp.insert_header("X-RateLimit-Reset", reset);
         }
@@ -363,6 +367,10 @@ impl LimitKey {
     pub(super) fn of(&self, cx: &Cx<'_>) -> String {
         let found = match self.kind {
             KeyType::Constant => Some(self.key.clone()),
+            // The default key, without building the request's variables.
+            KeyType::Var if self.key == "remote_addr" => {
+                cx.state.client_ip.map(|ip| ip.to_string())
+            }
             KeyType::Var => cx.var(self.key.trim_start_matches('$')),
             KeyType::VarCombination => {
                 let any = std::cell::Cell::new(false);

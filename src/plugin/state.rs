@@ -55,9 +55,13 @@ pub fn per_route(owner: &str) -> bool {
 /// shared dict).
 pub struct Keyed<V> {
     /// Each shard's map, and the size at which it is swept next.
-    shards: Vec<Mutex<(HashMap<String, V>, usize)>>,
+    shards: Vec<Mutex<(KeyMap<V>, usize)>>,
     max_per_shard: usize,
 }
+
+/// One shard's values by key: a fast hasher (keys are hashed on every request), and lookups
+/// by `&str` that copy the key only when it is new (`entry_ref`).
+pub type KeyMap<V> = hashbrown::HashMap<String, V, ahash::RandomState>;
 
 /// Keys a shard holds before stale ones are swept.
 const SWEEP_AT: usize = 4096;
@@ -74,7 +78,7 @@ impl<V> Keyed<V> {
     fn with_cap(max_per_shard: usize) -> Keyed<V> {
         Keyed {
             shards: (0..16)
-                .map(|_| Mutex::new((HashMap::new(), SWEEP_AT)))
+                .map(|_| Mutex::new((KeyMap::default(), SWEEP_AT)))
                 .collect(),
             max_per_shard,
         }
@@ -85,7 +89,7 @@ impl<V> Keyed<V> {
         &self,
         key: &str,
         stale: impl Fn(&V) -> bool,
-        f: impl FnOnce(&mut HashMap<String, V>) -> R,
+        f: impl FnOnce(&mut KeyMap<V>) -> R,
     ) -> R {
         // FNV-1a picks the shard.
         let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
