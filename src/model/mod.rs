@@ -14,7 +14,7 @@ mod upstream;
 pub use id::Id;
 pub use plugins::Plugins;
 pub use resources::{
-    CertPair, Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl,
+    CertPair, ClientCa, Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl,
 };
 pub use route::{Methods, Route};
 pub use upstream::{

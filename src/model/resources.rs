@@ -212,6 +212,24 @@ pub struct Ssl {
     pub client_only: bool,
     /// The parsed pairs (`cert`/`key`, then `certs`/`keys`), checked when the object loads.
     pub pairs: Vec<std::sync::Arc<CertPair>>,
+    /// mTLS: clients must present a certificate signed by one of these CAs.
+    pub client: Option<std::sync::Arc<ClientCa>>,
+}
+
+/// `client.ca` and `client.depth` of an ssl: the CAs client certificates must chain to.
+pub struct ClientCa {
+    pub cas: Vec<openssl::x509::X509>,
+    /// The longest chain accepted below the CA (APISIX's default: 1).
+    pub depth: u32,
+}
+
+impl std::fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCa")
+            .field("cas", &self.cas.len())
+            .field("depth", &self.depth)
+            .finish()
+    }
 }
 
 /// A certificate chain and its private key, parsed and checked once per object version.
@@ -294,13 +312,36 @@ impl Ssl {
         if snis.is_empty() && !client_only {
             return Err("property \"snis\" is required".into());
         }
-        if o.object("client")?.is_some() && !client_only {
-            // Fail closed: an SNI asking for client certificates is not served without them.
-            return Err(
-                "property \"client\" (mTLS) is not supported by Portico yet; the ssl is not served"
-                    .into(),
-            );
-        }
+        let client = match o.object("client")? {
+            Some(c) if !client_only => {
+                if c.get("skip_mtls_uri_regex").is_some() {
+                    // Fail closed: never serve without the client check it asks for.
+                    return Err("property \"client.skip_mtls_uri_regex\" is not supported by Portico yet; the ssl is not served".into());
+                }
+                let ca = c
+                    .str("ca")
+                    .map_err(|e| format!("client: {e}"))?
+                    .ok_or("property \"client.ca\" is required")?;
+                let cas = openssl::x509::X509::stack_from_pem(ca.as_bytes())
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .ok_or("property \"client.ca\": not a PEM certificate")?;
+                let depth = c
+                    .int("depth")
+                    .map_err(|e| format!("client: {e}"))?
+                    .unwrap_or(1);
+                if depth < 0 {
+                    return Err(
+                        "property \"client.depth\" validation failed: expected at least 0".into(),
+                    );
+                }
+                Some(std::sync::Arc::new(ClientCa {
+                    cas,
+                    depth: depth.min(100) as u32,
+                }))
+            }
+            _ => None,
+        };
         let key = reveal_key("key", key)?;
         let mut pairs = vec![std::sync::Arc::new(cert_pair("cert", "key", cert, &key)?)];
         let certs = o.strings("certs", false)?.unwrap_or_default();
@@ -328,6 +369,7 @@ impl Ssl {
             enabled: o.int("status")?.unwrap_or(1) == 1,
             client_only,
             pairs,
+            client,
         })
     }
 }

@@ -345,8 +345,15 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = ip;
         ctx.plugins.client_ip = ip;
         // An HTTPS listener's connection (the `scheme` var, X-Forwarded-Proto).
-        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        if let Some(tls) = session.digest().and_then(|d| d.ssl_digest.clone()) {
             ctx.plugins.scheme = "https";
+            let host = request_host(session.req_header());
+            let handshake = tls.extension.get::<crate::tls::Handshake>();
+            if !crate::tls::host_allowed(tables.certs(), handshake, host.as_deref()) {
+                // mTLS cannot be skipped by asking for its host over another SNI's connection.
+                respond::send(session, ctx, crate::plugin::Answer::status(400)).await?;
+                return Ok(true);
+            }
         }
         let global = tables.global_chain();
         ctx.global = (!global.is_empty()).then(|| global.clone());

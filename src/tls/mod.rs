@@ -17,7 +17,7 @@ use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::ssl::NameType;
 
-use crate::model::{CertPair, Id, Ssl};
+use crate::model::{CertPair, ClientCa, Id, Ssl};
 use crate::tables::Store;
 
 /// The certificates of the enabled server ssls, by SNI.
@@ -34,6 +34,28 @@ pub struct CertIndex {
 pub struct Served {
     pub ssl: Id,
     pub pairs: Vec<Arc<CertPair>>,
+    /// mTLS: the CAs a client certificate must chain to.
+    pub client: Option<Arc<ClientCa>>,
+}
+
+/// What a TLS connection was served with, kept in its digest for the requests on it.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The ssl whose certificate the connection got.
+    pub ssl: Option<Id>,
+}
+
+/// Whether a request may go on over its connection: a Host whose ssl asks for client
+/// certificates must have come over a connection made for that ssl, else (400) a client
+/// could skip mTLS by sending another SNI than the Host it asks for.
+pub fn host_allowed(certs: &CertIndex, connection: Option<&Handshake>, host: Option<&str>) -> bool {
+    let Some(wanted) = host.and_then(|h| certs.find(h)) else {
+        return true;
+    };
+    if wanted.client.is_none() {
+        return true;
+    }
+    connection.and_then(|c| c.ssl.as_ref()) == Some(&wanted.ssl)
 }
 
 impl CertIndex {
@@ -49,6 +71,7 @@ impl CertIndex {
                 let served = Served {
                     ssl: ssl.id.clone(),
                     pairs: ssl.pairs.clone(),
+                    client: ssl.client.clone(),
                 };
                 match sni.strip_prefix("*.") {
                     Some(parent) => index.wildcard.entry(parent.to_string()).or_insert(served),
@@ -140,7 +163,64 @@ impl TlsAccept for SniCerts {
                 }
             }
         }
+        if let Some(client) = &served.client {
+            if let Err(e) = require_client_cert(ssl, client) {
+                // Without the check the SNI must not serve: no certificate, no handshake.
+                log::error!(
+                    "ssls/{}: cannot ask for client certificates: {e}",
+                    served.ssl
+                );
+                let _ = ext::clear_error_stack();
+                return;
+            }
+        }
+        self.remember(ssl, served.ssl.clone());
     }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let id = handshake_index().and_then(|i| ssl.ex_data(i).cloned());
+        Some(Arc::new(Handshake { ssl: id }))
+    }
+}
+
+impl SniCerts {
+    /// Notes on the connection which ssl served it (read back when the handshake completes).
+    fn remember(&self, ssl: &mut TlsRef, id: Id) {
+        if let Some(index) = handshake_index() {
+            ssl.set_ex_data(index, id);
+        }
+    }
+}
+
+/// Where the serving ssl's id is kept on an OpenSSL connection (`None` if OpenSSL could not
+/// make the index: then no connection counts as made for an mTLS ssl, failing closed).
+fn handshake_index() -> Option<openssl::ex_data::Index<openssl::ssl::Ssl, Id>> {
+    static INDEX: std::sync::OnceLock<Option<openssl::ex_data::Index<openssl::ssl::Ssl, Id>>> =
+        std::sync::OnceLock::new();
+    *INDEX.get_or_init(|| openssl::ssl::Ssl::new_ex_index().ok())
+}
+
+/// Asks the client for a certificate that chains to `client.cas` within `client.depth`, and
+/// fails the handshake without one.
+fn require_client_cert(
+    ssl: &mut TlsRef,
+    client: &ClientCa,
+) -> Result<(), pingora_core::tls::error::ErrorStack> {
+    use pingora_core::tls::ssl::SslVerifyMode;
+    let mut store = pingora_core::tls::x509::store::X509StoreBuilder::new()?;
+    for ca in &client.cas {
+        store.add_cert(ca.clone())?;
+    }
+    ssl.set_verify_cert_store(store.build())?;
+    let depth = client.depth;
+    ssl.set_verify_callback(
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        move |ok, ctx| ok && ctx.error_depth() <= depth + 1,
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -155,6 +235,7 @@ mod tests {
             key: String::new(),
             enabled: true,
             client_only: false,
+            client: None,
             pairs: vec![Arc::new(CertPair {
                 chain: vec![],
                 key: openssl::pkey::PKey::generate_ed25519()

@@ -150,7 +150,19 @@ fn served(port: u16, sni: Option<&str>) -> Option<String> {
 
 /// curl over HTTPS to `name` (resolved to loopback): status, HTTP version, body.
 fn curl(dir: &Path, port: u16, name: &str, path: &str, h2: bool) -> (u16, String, String) {
+    curl_with(dir, port, name, path, h2, &[])
+}
+
+fn curl_with(
+    dir: &Path,
+    port: u16,
+    name: &str,
+    path: &str,
+    h2: bool,
+    extra: &[&str],
+) -> (u16, String, String) {
     let out = Command::new("curl")
+        .args(extra)
         .args(["-s", "--max-time", "10", "--cacert"])
         .arg(dir.join("ca.pem"))
         .arg("--resolve")
@@ -364,4 +376,63 @@ fn ssls_from_etcd_apply_encrypted_swapped_and_deleted() {
             .is_none()),
         "deleted: no handshake"
     );
+}
+
+#[test]
+fn mtls_asks_for_client_certificates_signed_by_the_ca() {
+    let dir = TempDir::new("mtls");
+    let d = dir.path();
+    ca(d);
+    let ca_pem = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+    let (m_cert, m_key, _) = leaf(d, "m", &["m.test"], true, "2");
+    let (a_cert, a_key, _) = leaf(d, "a", &["a.test"], true, "2");
+    leaf(d, "client", &["client.test"], true, "2");
+    // A client certificate from another CA.
+    let other = TempDir::new("mtls-other");
+    ca(other.path());
+    leaf(other.path(), "stranger", &["stranger.test"], true, "2");
+    let echo = Echo::start("mtls");
+    let ssls = vec![
+        json!({"id": "m", "snis": ["m.test"], "cert": m_cert, "key": m_key, "client": {"ca": ca_pem, "depth": 2}}),
+        json!({"id": "a", "snis": ["a.test"], "cert": a_cert, "key": a_key}),
+        json!({"id": "skip", "snis": ["skip.test"], "cert": m_cert, "key": m_key, "client": {"ca": ca_pem, "skip_mtls_uri_regex": ["/x"]}}),
+    ];
+    let port = free_port();
+    let g = Gateway::start_with_proxy(
+        &yaml(&echo, &ssls),
+        &format!("  tls_listen: [\"127.0.0.1:{port}\"]\n"),
+    );
+    let cert = d.join("client.pem").display().to_string();
+    let key = d.join("client.key").display().to_string();
+    let mine = ["--cert", cert.as_str(), "--key", key.as_str()];
+    assert_eq!(
+        curl_with(d, port, "m.test", "/in", false, &mine).0,
+        200,
+        "{}",
+        g.log()
+    );
+    assert_eq!(
+        curl(d, port, "m.test", "/in", false).0,
+        0,
+        "no client certificate: no handshake"
+    );
+    let scert = other.path().join("stranger.pem").display().to_string();
+    let skey = other.path().join("stranger.key").display().to_string();
+    let stranger = ["--cert", scert.as_str(), "--key", skey.as_str()];
+    assert_eq!(
+        curl_with(d, port, "m.test", "/in", false, &stranger).0,
+        0,
+        "another CA's"
+    );
+    // Others are not asked.
+    assert_eq!(curl(d, port, "a.test", "/in", false).0, 200);
+    // The mTLS host over another SNI's connection: 400.
+    assert_eq!(
+        curl_with(d, port, "a.test", "/in", false, &["-H", "Host: m.test"]).0,
+        400
+    );
+    // What Portico cannot apply yet is refused, not served without it.
+    assert!(g.status()["rejected"]
+        .to_string()
+        .contains("skip_mtls_uri_regex"));
 }
