@@ -178,7 +178,8 @@ impl UnitDelay {
     }
 
     fn get(&self) -> Duration {
-        Duration::from_secs_f64(f64::from_bits(self.0.load(Ordering::Relaxed)).clamp(0.0, 86_400.0))
+        let secs = f64::from_bits(self.0.load(Ordering::Relaxed)).min(86_400.0);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
     }
 
     /// resty.limit.conn's `leaving`: the new delay is the mean of the old and the latency.

@@ -221,7 +221,9 @@ impl Plugin for LimitReq {
                         Ok((_, excess)) => {
                             let excess: f64 = excess.parse().unwrap_or(0.0);
                             let delay =
-                                Duration::from_secs_f64((excess / rate).clamp(0.0, 86_400.0));
+                                // From Redis: whatever it holds, no panic here.
+                                Duration::try_from_secs_f64((excess / rate).min(86_400.0))
+                                    .unwrap_or(Duration::ZERO);
                             if !nodelay && delay >= Duration::from_millis(1) {
                                 tokio::time::sleep(delay).await;
                             }

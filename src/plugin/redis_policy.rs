@@ -144,14 +144,11 @@ pub(super) fn take_policy(settings: &Value, policies: &[&str]) -> Result<(Value,
     let mut rest = Map::new();
     let mut fields = Map::new();
     for (k, v) in map {
-        if own.contains(&k.as_str()) {
+        let redis_like = k.starts_with("redis_") || k.starts_with("sentinel_");
+        if own.contains(&k.as_str()) || (mine && redis_like && !other_policy(k)) {
+            // This policy's, or a misspelling of one: its parse names an unknown field.
             fields.insert(k.clone(), v.clone());
-        } else if k == "policy"
-            || SINGLE_FIELDS.contains(&k.as_str())
-            || CLUSTER_FIELDS.contains(&k.as_str())
-            || k.starts_with("redis_")
-            || k.starts_with("sentinel_")
-        {
+        } else if k == "policy" || redis_like {
             // Another policy's settings: unused, as in APISIX.
         } else {
             rest.insert(k.clone(), v.clone());
@@ -165,6 +162,23 @@ pub(super) fn take_policy(settings: &Value, policies: &[&str]) -> Result<(Value,
         _ => Redis::cluster(parse_settings(&Value::Object(fields))?)?,
     };
     Ok((Value::Object(rest), Policy::Redis(redis)))
+}
+
+/// Whether `field` belongs to one of APISIX's Redis policies (redis, redis-cluster,
+/// redis-sentinel).
+fn other_policy(field: &str) -> bool {
+    const SENTINEL_FIELDS: &[&str] = &[
+        "redis_sentinels",
+        "redis_master_name",
+        "redis_role",
+        "redis_connect_timeout",
+        "redis_read_timeout",
+        "sentinel_username",
+        "sentinel_password",
+    ];
+    SINGLE_FIELDS.contains(&field)
+        || CLUSTER_FIELDS.contains(&field)
+        || SENTINEL_FIELDS.contains(&field)
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -545,6 +559,10 @@ mod tests {
                 "redis_cluster_nodes",
             ),
             (json!({"policy": "redis-sentinel"}), "not supported"),
+            (
+                json!({"policy": "redis", "redis_host": "hh", "redis_prot": 1}),
+                "redis_prot",
+            ),
             (json!({"policy": "memcached"}), "enum"),
             (json!({"policy": 1}), "policy"),
         ] {

@@ -23,10 +23,30 @@ pub(super) fn too_big(size: u64, max: u64) -> Answer {
     )
 }
 
+/// Gets the body ready for plugins that read up to `wants` bytes of it whole (no more than
+/// `client_max_body_size`, 0: none): read now, or held back into `held` until it has arrived.
+pub(super) async fn prepare(
+    session: &mut Session,
+    state: &mut RequestState,
+    held: &mut Option<Held>,
+    wants: u64,
+    max_body: u64,
+) -> Result<(), Answer> {
+    let max = match max_body {
+        0 => wants,
+        m => wants.min(m),
+    };
+    read_early(session, state, max).await?;
+    if state.body_later && held.is_none() {
+        *held = Some(Held::new(max));
+    }
+    Ok(())
+}
+
 /// Reads the body into `state.body` if it is small enough to replay; otherwise marks it to be
 /// checked when it has arrived (`state.body_later`). A body above `max` is refused at once
 /// when its length says so.
-pub(super) async fn read_early(
+async fn read_early(
     session: &mut Session,
     state: &mut RequestState,
     max: u64,
@@ -72,7 +92,6 @@ pub(super) async fn read_early(
 }
 
 /// A body held back until it has all arrived (see the module doc).
-#[derive(Default)]
 pub(super) struct Held {
     buf: BytesMut,
     /// The most it may hold.

@@ -159,17 +159,10 @@ impl Ctx {
             .filter_map(|c| c.wants_body())
             .min();
         self.max_body = max_body;
-        let Some(mut max) = wants else {
-            return Ok(());
-        };
-        if max_body > 0 {
-            max = max.min(max_body);
+        match wants {
+            Some(w) => body::prepare(session, &mut self.plugins, &mut self.held, w, max_body).await,
+            None => Ok(()),
         }
-        body::read_early(session, &mut self.plugins, max).await?;
-        if self.plugins.body_later && self.held.is_none() {
-            self.held = Some(body::Held::new(max));
-        }
-        Ok(())
     }
 
     /// Runs `f` on the global chain, then on the route's.
@@ -226,16 +219,11 @@ impl Ctx {
                 let merged = Arc::new(route.with_consumer(&consumer));
                 cx.state.route = Some(merged.clone());
                 // A consumer's plugin may read the body whole too.
-                if let Some(max) = merged.wants_body() {
-                    let max = match self.max_body {
-                        0 => max,
-                        m => max.min(m),
-                    };
-                    if let Err(a) = body::read_early(cx.session, cx.state, max).await {
+                if let Some(wants) = merged.wants_body() {
+                    let prepared =
+                        body::prepare(cx.session, cx.state, &mut self.held, wants, self.max_body);
+                    if let Err(a) = prepared.await {
                         return Some(a);
-                    }
-                    if cx.state.body_later && self.held.is_none() {
-                        self.held = Some(body::Held::new(max));
                     }
                 }
                 if let Some(a) = merged.run(Phase::ConsumerRewrite, &mut cx).await {

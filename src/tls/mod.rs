@@ -101,14 +101,6 @@ impl CertIndex {
         }
         self.wildcard.get(parent)
     }
-
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The TLS listeners' certificate callback.

@@ -209,9 +209,21 @@ pub fn http_date_now() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// An APISIX 3.x hmac-auth `Authorization` header signing `@request-target` and `date`.
+pub fn hmac_authorization(key_id: &str, secret: &[u8], target: &str, date: &str) -> String {
+    use base64::Engine;
+    let signing = format!("{key_id}\n{target}\ndate: {date}\n");
+    let key = openssl::pkey::PKey::hmac(secret).unwrap();
+    let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    let sig = base64::engine::general_purpose::STANDARD
+        .encode(s.sign_oneshot_to_vec(signing.as_bytes()).unwrap());
+    format!(
+        "Signature keyId=\"{key_id}\",algorithm=\"hmac-sha256\",headers=\"@request-target date\",signature=\"{sig}\""
+    )
+}
+
 #[test]
 fn hmac_multi_auth_and_error_response() {
-    use base64::Engine;
     let echo = Echo::start("h");
     let g = start(
         &echo,
@@ -228,17 +240,7 @@ fn hmac_multi_auth_and_error_response() {
         )],
     );
     let date = http_date_now();
-    let sign = |secret: &[u8], target: &str| {
-        let signing = format!("jack-id\n{target}\ndate: {date}\n");
-        let key = openssl::pkey::PKey::hmac(secret).unwrap();
-        let mut s =
-            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
-        let sig = base64::engine::general_purpose::STANDARD
-            .encode(s.sign_oneshot_to_vec(signing.as_bytes()).unwrap());
-        format!(
-            "Signature keyId=\"jack-id\",algorithm=\"hmac-sha256\",headers=\"@request-target date\",signature=\"{sig}\""
-        )
-    };
+    let sign = |secret: &[u8], target: &str| hmac_authorization("jack-id", secret, target, &date);
     let good = sign(b"jack-secret", "GET /h?a=1");
     let r = g.request(
         "GET",

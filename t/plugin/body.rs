@@ -169,17 +169,8 @@ fn hmac_auth_checks_the_body_digest() {
         )],
     );
     let date = crate::auth::http_date_now();
-    let sign = |target: &str| {
-        let signing = format!("jack-id\n{target}\ndate: {date}\n");
-        let key = openssl::pkey::PKey::hmac(b"jack-secret").unwrap();
-        let mut s =
-            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
-        let sig = base64::engine::general_purpose::STANDARD
-            .encode(s.sign_oneshot_to_vec(signing.as_bytes()).unwrap());
-        format!(
-            "Signature keyId=\"jack-id\",algorithm=\"hmac-sha256\",headers=\"@request-target date\",signature=\"{sig}\""
-        )
-    };
+    let sign =
+        |target: &str| crate::auth::hmac_authorization("jack-id", b"jack-secret", target, &date);
     let digest = |body: &str| {
         let hash =
             openssl::hash::hash(openssl::hash::MessageDigest::sha256(), body.as_bytes()).unwrap();
