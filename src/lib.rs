@@ -33,12 +33,16 @@
 //!   snapshot's `ssls` (parsed and checked when they load, in the model).
 //! - [`upstream`]: balancers, health checks, the keepalive pool accounting.
 //! - [`status`]: `/status` and friends, on their own listener.
+//! - [`admin`]: APISIX's Admin API, a writer to etcd beside the data path: it checks bodies
+//!   with the model and writes with the etcd client; the gateway sees the write come back
+//!   through the sync like anyone else's.
 //! - [`vars`], [`net`], [`keyring`]: shared leaves (APISIX variables and `vars` expressions,
 //!   CIDRs, APISIX's AES keyring).
 //! - [`server`]: the process (command line, services); `main.rs` runs it with the built-in
 //!   plugins, and a user's binary can run it with more (`examples/custom_plugin.rs`).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod etcd;
 pub mod keyring;

@@ -252,6 +252,22 @@ pub fn run(mut registry: Registry) -> ExitCode {
                 Duration::from_secs_f64(settings.watch_idle_timeout),
             );
             server.add_service(background_service("etcd sync", EtcdService(sync)));
+            if config.admin.enabled() {
+                // Its own client: its calls never queue behind the sync's.
+                let client = match etcd_client(settings) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{}: etcd: {e}", cli.conf.display());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let app =
+                    crate::admin::AdminApp::new(&config.admin, client, settings.prefix.clone());
+                let mut admin = Service::new("admin api".to_string(), app);
+                admin.add_tcp(&config.admin.listen);
+                server.add_service(admin);
+                log::info!("Admin API on {}", config.admin.listen);
+            }
             status
         }
     };

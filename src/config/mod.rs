@@ -25,6 +25,61 @@ pub struct GatewayConfig {
     pub plugins: Option<Vec<String>>,
     #[serde(default)]
     pub data_encryption: DataEncryption,
+    /// APISIX's Admin API (a writer to etcd); off when absent.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `admin:`: APISIX's Admin API on its own listener. It writes to etcd and nothing else, so
+/// it is served only with `config.provider: etcd`, and never without a key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `addr:port` (APISIX's is 9180); empty: no Admin API.
+    #[serde(default)]
+    pub listen: String,
+    /// The API keys (`X-API-KEY`), each with a role; at least one with `listen` set.
+    #[serde(default)]
+    pub keys: Vec<AdminKey>,
+    /// Client networks allowed to reach it (APISIX's `allow_admin`); others get 403 before
+    /// anything else is looked at.
+    #[serde(default = "default_admin_allow")]
+    pub allow: Vec<String>,
+    /// The networks of `allow`, checked when the config is read.
+    #[serde(skip)]
+    pub allow_nets: Vec<crate::net::Cidr>,
+}
+
+/// One Admin API key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKey {
+    pub name: String,
+    pub key: String,
+    pub role: AdminRole,
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key itself never reaches a log.
+        f.debug_struct("AdminKey")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// What a key may do: `admin` reads and writes, `viewer` only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    Admin,
+    Viewer,
+}
+
+fn default_admin_allow() -> Vec<String> {
+    // APISIX's allow_admin default.
+    vec!["127.0.0.0/24".into()]
 }
 
 /// `data_encryption:` as in APISIX: the keys that decrypt the plugin fields (and SSL keys) its
@@ -301,6 +356,53 @@ fn default_yaml() -> PathBuf {
     PathBuf::from("apisix.yaml")
 }
 
+impl AdminConfig {
+    /// Whether the Admin API is on.
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// Refuses an Admin API that would be open (no key, an empty key) or could not work
+    /// (no etcd to write to), and reads `allow`.
+    fn check(&mut self, provider: Provider) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| format!("admin.listen: {:?} is not an address:port", self.listen))?;
+        if provider != Provider::Etcd {
+            return Err(
+                "admin.listen: the Admin API writes to etcd; it needs config.provider: etcd".into(),
+            );
+        }
+        if self.keys.is_empty() {
+            return Err("admin.keys: the Admin API needs at least one key (it is never served open); add {name, key, role: admin}".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.key.trim().is_empty() {
+                return Err(format!("admin.keys[{i}] ({}): key is empty", k.name));
+            }
+            if !seen.insert(k.key.as_str()) {
+                return Err(format!(
+                    "admin.keys[{i}] ({}): the same key as another entry",
+                    k.name
+                ));
+            }
+        }
+        if self.allow.is_empty() {
+            return Err("admin.allow: empty refuses every client; list the networks allowed (0.0.0.0/0 and ::/0 for any)".into());
+        }
+        self.allow_nets = self
+            .allow
+            .iter()
+            .map(|a| crate::net::Cidr::parse(a).map_err(|e| format!("admin.allow: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
 /// A config file that cannot be used, with the file and what is wrong.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -353,6 +455,7 @@ impl GatewayConfig {
                     ))
                 })?;
         }
+        config.admin.check(config.config.provider).map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(ca) = &mut config.proxy.upstream_ca {
             if ca.is_relative() {
