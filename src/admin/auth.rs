@@ -8,10 +8,10 @@ use crate::config::{AdminConfig, AdminRole};
 /// Why a request is refused before it is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The client is outside `admin.allow`.
-    Network,
-    /// No key, or one that is not configured.
-    Key,
+    /// No key.
+    Missing,
+    /// A key that is not configured.
+    Wrong,
     /// A viewer asked to write.
     ViewerWrite,
 }
@@ -55,9 +55,12 @@ impl Access {
 
     /// Checks `key` for `method`.
     pub fn check(&self, key: Option<&str>, method: &http::Method) -> Result<AdminRole, Refusal> {
-        let role = self.role(key).ok_or(Refusal::Key)?;
-        let reads = matches!(*method, http::Method::GET | http::Method::HEAD);
-        if role == AdminRole::Viewer && !reads {
+        let role = match key {
+            None | Some("") => return Err(Refusal::Missing),
+            k => self.role(k).ok_or(Refusal::Wrong)?,
+        };
+        // A viewer may only GET, as in APISIX.
+        if role == AdminRole::Viewer && *method != http::Method::GET {
             return Err(Refusal::ViewerWrite);
         }
         Ok(role)
@@ -92,10 +95,14 @@ mod tests {
         assert!(a.allows(Some("127.0.0.9".parse().unwrap())));
         assert!(!a.allows(Some("10.0.0.1".parse().unwrap())));
         assert!(!a.allows(None));
-        assert_eq!(a.check(None, &http::Method::GET), Err(Refusal::Key));
+        assert_eq!(a.check(None, &http::Method::GET), Err(Refusal::Missing));
         assert_eq!(
             a.check(Some("admin-ke"), &http::Method::GET),
-            Err(Refusal::Key)
+            Err(Refusal::Wrong)
+        );
+        assert_eq!(
+            a.check(Some("viewer-key"), &http::Method::HEAD),
+            Err(Refusal::ViewerWrite)
         );
         assert_eq!(
             a.check(Some("admin-key"), &http::Method::PUT),

@@ -8,9 +8,41 @@ use super::path::Dir;
 use crate::model::{Kind, Resource};
 
 /// The plugins' fields APISIX stores encrypted, encrypted with the process keyring (those
-/// already encrypted are left as they are). SSL private keys too.
+/// already encrypted are left as they are); private keys too (SSL `key` and `keys`, an
+/// upstream's `tls.client_key`), which APISIX encrypts when they are PEM.
 pub fn encrypt(dir: Dir, value: &mut Value) {
     let keyring = crate::keyring::current();
+    let seal_pem = |v: &mut Value| {
+        if let Value::String(s) = v {
+            if s.trim_start().starts_with("---") {
+                if let Some(sealed) = keyring.encrypt(s) {
+                    *s = sealed;
+                }
+            }
+        }
+    };
+    match dir {
+        Dir::Kind(Kind::Ssl) => {
+            if let Some(k) = value.get_mut("key") {
+                seal_pem(k);
+            }
+            if let Some(Value::Array(keys)) = value.get_mut("keys") {
+                keys.iter_mut().for_each(seal_pem);
+            }
+            return;
+        }
+        Dir::Kind(Kind::Upstream) => {
+            if let Some(k) = value.pointer_mut("/tls/client_key") {
+                seal_pem(k);
+            }
+        }
+        Dir::Kind(Kind::Route | Kind::Service) => {
+            if let Some(k) = value.pointer_mut("/upstream/tls/client_key") {
+                seal_pem(k);
+            }
+        }
+        _ => {}
+    }
     let seal = |v: &mut Value| {
         if let Value::String(s) = v {
             if keyring.decrypt(s).is_none() {
@@ -20,28 +52,11 @@ pub fn encrypt(dir: Dir, value: &mut Value) {
             }
         }
     };
-    if dir == Dir::Kind(Kind::Ssl) {
-        if let Some(k) = value.get_mut("key") {
-            seal(k);
-        }
-        if let Some(Value::Array(keys)) = value.get_mut("keys") {
-            keys.iter_mut().for_each(seal);
-        }
-        return;
-    }
-    for_each_plugin(value, |name, conf| {
-        if let Some(f) = crate::plugin::registry().factory(name) {
-            for field in f.encrypt_fields() {
-                if let Some(v) = conf.get_mut(*field) {
-                    seal(v);
-                }
-            }
-        }
-    });
+    for_each_secret(dir, value, |v| seal(v));
 }
 
-/// The value as the Admin API shows it: plugin secrets decrypted, SSL private keys left
-/// out (never shown).
+/// The value as a GET shows it: plugin secrets decrypted, SSL private keys left out (never
+/// shown).
 pub fn shown(dir: Dir, mut value: Value) -> Value {
     if dir == Dir::Kind(Kind::Ssl) {
         if let Value::Object(map) = &mut value {
@@ -50,19 +65,38 @@ pub fn shown(dir: Dir, mut value: Value) -> Value {
         }
         return value;
     }
+    reveal(dir, &mut value);
+    value
+}
+
+/// Decrypts the plugins' encrypted fields in place (before a PATCH merges into them, so
+/// they are encrypted once again, not twice).
+pub fn reveal(dir: Dir, value: &mut Value) {
     let keyring = crate::keyring::current();
-    for_each_plugin(&mut value, |name, conf| {
-        if let Some(f) = crate::plugin::registry().factory(name) {
-            for field in f.encrypt_fields() {
-                if let Some(Value::String(s)) = conf.get_mut(*field) {
-                    if let Some(plain) = keyring.decrypt(s) {
-                        *s = plain;
-                    }
+    for_each_secret(dir, value, |v| {
+        if let Value::String(s) = v {
+            if let Some(plain) = keyring.decrypt(s) {
+                *s = plain;
+            }
+        }
+    });
+}
+
+/// Calls `f` on every plugin field that is stored encrypted.
+fn for_each_secret(dir: Dir, value: &mut Value, mut f: impl FnMut(&mut Value)) {
+    let registry = crate::plugin::registry();
+    if let Dir::PluginMetadata = dir {
+        return;
+    }
+    for_each_plugin(value, |name, conf| {
+        if let Some(factory) = registry.factory(name) {
+            for field in factory.encrypt_fields() {
+                if let Some(v) = conf.get_mut(*field) {
+                    f(v);
                 }
             }
         }
     });
-    value
 }
 
 fn for_each_plugin(value: &mut Value, mut f: impl FnMut(&str, &mut Map<String, Value>)) {
@@ -119,15 +153,61 @@ pub fn references(dir: Dir, value: &Value) -> Vec<(Kind, String, &'static str)> 
         .collect()
 }
 
-/// The kinds whose resources can refer to one of `kind`, and by which field.
-pub fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
-    match kind {
-        Kind::Upstream => &[(Kind::Route, "upstream_id"), (Kind::Service, "upstream_id")],
-        Kind::Service => &[(Kind::Route, "service_id")],
-        Kind::PluginConfig => &[(Kind::Route, "plugin_config_id")],
-        Kind::ConsumerGroup => &[(Kind::Consumer, "group_id")],
-        _ => &[],
+/// APISIX's word for a directory in messages (`wrong route id`, `global rule`).
+pub fn noun(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Kind(Kind::GlobalRule) => "global rule",
+        Dir::Kind(Kind::PluginConfig) => "plugin config",
+        Dir::Kind(Kind::ConsumerGroup) => "consumer group",
+        Dir::Kind(k) => k.name(),
+        Dir::PluginMetadata => "plugin_metadata",
     }
+}
+
+/// The kinds whose resources can refer to one of `kind`, by which field, and how APISIX
+/// names the one deleted in its refusal (`can not delete this service directly, ...`).
+pub fn referrers(kind: Kind) -> (&'static str, &'static [(Kind, &'static str)]) {
+    match kind {
+        Kind::Upstream => (
+            "upstream",
+            &[(Kind::Route, "upstream_id"), (Kind::Service, "upstream_id")],
+        ),
+        Kind::Service => ("service directly", &[(Kind::Route, "service_id")]),
+        Kind::PluginConfig => ("plugin config", &[(Kind::Route, "plugin_config_id")]),
+        Kind::ConsumerGroup => ("consumer group", &[(Kind::Consumer, "group_id")]),
+        _ => ("", &[]),
+    }
+}
+
+/// The kinds whose plugins can name an upstream (traffic-split's weighted upstreams), with
+/// the word APISIX's refusal uses for each.
+pub const PLUGIN_HOLDERS: [(Kind, &str); 6] = [
+    (Kind::Route, "route"),
+    (Kind::Service, "service"),
+    (Kind::PluginConfig, "plugin_config"),
+    (Kind::Consumer, "consumer"),
+    (Kind::ConsumerGroup, "consumer_group"),
+    (Kind::GlobalRule, "global_rules"),
+];
+
+/// Whether `value`'s traffic-split sends requests to the upstream `id`.
+pub fn plugins_use_upstream(value: &Value, id: &str) -> bool {
+    let Some(rules) = value
+        .pointer("/plugins/traffic-split/rules")
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    rules
+        .iter()
+        .filter_map(|r| r.get("weighted_upstreams").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|w| w.get("upstream_id"))
+        .any(|u| match u {
+            Value::String(s) => s == id,
+            Value::Number(n) => n.to_string() == id,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -154,6 +234,19 @@ mod tests {
             json!({"cert": "c", "key": "k", "keys": ["k2"], "snis": ["a"]}),
         );
         assert_eq!(ssl, json!({"cert": "c", "snis": ["a"]}));
+        // private keys: sealed when PEM, left alone when already sealed
+        let mut ssl =
+            json!({"cert": "c", "key": "-----BEGIN PRIVATE KEY-----", "keys": ["sealed"]});
+        encrypt(Dir::Kind(Kind::Ssl), &mut ssl);
+        assert!(!ssl["key"].as_str().unwrap().starts_with("---"));
+        assert_eq!(ssl["keys"], json!(["sealed"]));
+    }
+
+    #[test]
+    fn traffic_split_upstreams_are_references() {
+        let v = json!({"plugins": {"traffic-split": {"rules": [{"weighted_upstreams": [{"upstream_id": 7, "weight": 1}, {"weight": 1}]}]}}});
+        assert!(plugins_use_upstream(&v, "7"));
+        assert!(!plugins_use_upstream(&v, "8"));
     }
 
     #[test]

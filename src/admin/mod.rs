@@ -25,7 +25,7 @@ use pingora_core::protocols::http::ServerSession;
 use answer::Answer;
 use auth::{Access, Refusal};
 
-/// The largest request body, as APISIX's `client_max_body_size` for the Admin API.
+/// The largest request body, as APISIX's Admin API takes (1.5 MiB).
 pub const MAX_BODY: usize = 1536 * 1024;
 
 /// The Admin API as a Pingora HTTP app.
@@ -47,12 +47,15 @@ impl AdminApp {
     }
 }
 
-/// A request as the operations see it.
+/// A request as the operations see it: the path read, the body parsed.
 pub struct Request {
     pub method: http::Method,
     pub target: path::Target,
     pub query: Query,
-    pub body: Vec<u8>,
+    /// The JSON body; `None` when there is none.
+    pub body: Option<serde_json::Value>,
+    /// `?ttl=`: seconds.
+    pub ttl: Option<i64>,
 }
 
 /// The query arguments the Admin API reads.
@@ -109,28 +112,44 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads the body, refusing one over `limit` bytes.
-async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Answer> {
+fn too_large(size: usize) -> Answer {
+    Answer::bad_request(format!(
+        "invalid request body: request size {size} is greater than the maximum size {MAX_BODY} allowed"
+    ))
+}
+
+/// Reads the body, refusing one over [`MAX_BODY`].
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(Answer::error(
-                        413,
-                        format!("request body is larger than {limit} bytes"),
-                    ));
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large(body.len() + chunk.len()));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
             Err(e) => {
                 return Err(Answer::bad_request(format!(
-                    "cannot read the request body: {e}"
+                    "invalid request body: cannot read it: {e}"
                 )))
             }
         }
     }
+}
+
+/// The `x_api_key` cookie.
+fn cookie_key(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == "x_api_key").then(|| v.to_string())
+        })
 }
 
 impl AdminApp {
@@ -140,41 +159,80 @@ impl AdminApp {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         if !self.access.allows(ip) {
-            return Answer::error(403, "403 Forbidden: this client may not use the Admin API");
+            return Answer::forbidden();
         }
         let head = session.req_header();
         let method = head.method.clone();
         let uri = head.uri.clone();
+        if method == http::Method::OPTIONS {
+            return Answer::preflight();
+        }
+        if method == http::Method::HEAD && uri.path() == path::ROOT {
+            return Answer::empty(200);
+        }
         let query = Query::parse(uri.query());
-        let key = head
-            .headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
+        let key = query
+            .get("api_key")
             .map(str::to_string)
-            .or_else(|| query.get("api_key").map(str::to_string));
+            .or_else(|| {
+                head.headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .or_else(|| cookie_key(&head.headers));
         match self.access.check(key.as_deref(), &method) {
             Ok(_) => {}
+            Err(Refusal::Missing) => return Answer::unauthorized("missing apikey"),
+            Err(Refusal::Wrong) => return Answer::unauthorized("wrong apikey"),
             Err(Refusal::ViewerWrite) => {
-                return Answer::error(401, "invalid method for role viewer")
+                return Answer::unauthorized("invalid method for role viewer")
             }
-            Err(_) => return Answer::error(401, "failed to check token"),
         }
-        if let Some(len) = head
+        let declared = head
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            if len > MAX_BODY {
-                return Answer::error(413, format!("request body is larger than {MAX_BODY} bytes"));
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let target = match path::Target::parse(uri.path()) {
+            Ok(t) => t,
+            Err(path::NotFound::Kind(kind)) => {
+                return Answer::error(404, format!("Unsupported resource type: {kind}"))
             }
+            Err(path::NotFound::StreamRoutes) => {
+                return Answer::bad_request("stream mode is disabled, can not add stream routes")
+            }
+            Err(path::NotFound::Path) => return Answer::error(404, "not found"),
+        };
+        if let Some(len) = declared.filter(|l| *l > MAX_BODY) {
+            return too_large(len);
         }
-        let body = match read_body(session, MAX_BODY).await {
+        let raw = match read_body(session).await {
             Ok(b) => b,
             Err(a) => return a,
         };
-        let Some(target) = path::Target::parse(uri.path()) else {
-            return Answer::no_such_path();
+        let body = if raw.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice(&raw) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return Answer::new(
+                        400,
+                        serde_json::json!({
+                            "error_msg": format!("invalid request body: {e}"),
+                            "req_body": String::from_utf8_lossy(&raw),
+                        }),
+                    )
+                }
+            }
+        };
+        let ttl = match query.get("ttl") {
+            None => None,
+            Some(t) => match t.parse::<f64>() {
+                Ok(n) if n.is_finite() => Some(n.ceil() as i64),
+                _ => return Answer::bad_request("invalid argument ttl: should be a number"),
+            },
         };
         self.ops
             .run(Request {
@@ -182,8 +240,10 @@ impl AdminApp {
                 target,
                 query,
                 body,
+                ttl,
             })
             .await
+            .versioned()
     }
 }
 
@@ -191,5 +251,20 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         self.answer(session).await.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded() {
+        let q = Query::parse(Some("name=a%20b+c&label=&filter=service_id%3D1&bad=%zz"));
+        assert_eq!(q.get("name"), Some("a b c"));
+        assert_eq!(q.get("label"), Some(""));
+        assert_eq!(q.get("filter"), Some("service_id=1"));
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("none"), None);
     }
 }

@@ -1,12 +1,13 @@
-//! One function per Admin API method: read, check, write in a transaction, answer.
+//! One function per Admin API method: read, check, write in a transaction, answer, with
+//! APISIX 3.x's rules (read `apisix/admin/*.lua` and `t/admin/*.t` for the source of each).
 
 use http::Method;
 use serde_json::{json, Map, Value};
 
 use super::answer::Answer;
-use super::check;
+use super::check::{self, noun};
 use super::path::{item_key, Dir, Target};
-use super::store::{Expect, Store, Stored, Written};
+use super::store::{Expect, Lease, Store, Stored, Written};
 use super::{Query, Request};
 use crate::model::Kind;
 
@@ -39,36 +40,8 @@ impl Place<'_> {
     }
 }
 
-/// APISIX's singular name of a directory, for messages (`wrong route id`).
-fn noun(dir: Dir) -> &'static str {
-    match dir {
-        Dir::Kind(k) => k.name(),
-        Dir::PluginMetadata => "plugin_metadata",
-    }
-}
-
 fn now() -> i64 {
     crate::status::now_secs() as i64
-}
-
-/// The body as a JSON object.
-fn object_body(body: &[u8]) -> Result<Map<String, Value>, Answer> {
-    match any_body(body)? {
-        Value::Object(map) => Ok(map),
-        _ => Err(Answer::bad_request(
-            "invalid configuration: wrong type: expected object",
-        )),
-    }
-}
-
-fn any_body(body: &[u8]) -> Result<Value, Answer> {
-    if body.is_empty() {
-        return Err(Answer::bad_request(
-            "invalid request body: empty request body",
-        ));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| Answer::bad_request(format!("invalid request body: {e}")))
 }
 
 /// An id from JSON (string or integer) as text.
@@ -77,19 +50,6 @@ fn id_text(v: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
-    }
-}
-
-/// `?ttl=N`: a positive number of seconds.
-fn ttl(query: &Query) -> Result<Option<i64>, Answer> {
-    match query.get("ttl") {
-        None => Ok(None),
-        Some(t) => match t.parse::<i64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(Answer::bad_request(format!(
-                "invalid ttl {t:?}: a positive number of seconds"
-            ))),
-        },
     }
 }
 
@@ -102,19 +62,74 @@ fn id_field(dir: Dir) -> &'static str {
     }
 }
 
-/// RFC 7386 merge: objects merge key by key, `null` deletes, anything else replaces.
+/// `missing route id`, `missing plugin name`.
+fn missing_id(dir: Dir) -> Answer {
+    match dir {
+        Dir::PluginMetadata => Answer::bad_request("missing plugin name"),
+        Dir::Kind(Kind::Consumer) => {
+            Answer::bad_request("invalid configuration: property \"username\" is required")
+        }
+        _ => Answer::bad_request(format!("missing {} id", noun(dir))),
+    }
+}
+
+fn wrong_id(dir: Dir) -> Answer {
+    match dir {
+        Dir::Kind(Kind::Consumer) => Answer::bad_request("wrong username"),
+        _ => Answer::bad_request(format!("wrong {} id", noun(dir))),
+    }
+}
+
+/// `create_time` and `update_time` are the server's in a PUT or POST (at the top, in the
+/// upstream, in the plugins).
+fn forbidden_times(body: &Map<String, Value>) -> Result<(), Answer> {
+    for t in ["create_time", "update_time"] {
+        if body.contains_key(t) {
+            return Err(Answer::bad_request(format!(
+                "the property is forbidden:  {t}"
+            )));
+        }
+        for inner in ["upstream", "plugins"] {
+            if body.get(inner).and_then(|v| v.get(t)).is_some() {
+                return Err(Answer::bad_request(format!(
+                    "the property is forbidden:  {inner}.{t}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// APISIX's PATCH merge: objects merge key by key and `null` deletes; arrays, scalars and
+/// an empty object (which APISIX cannot tell from an empty array) replace.
 fn merge(target: &mut Value, patch: Value) {
     match patch {
-        Value::Object(patch) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
+        Value::Object(patch) if !patch.is_empty() => {
+            let stored_empty = target.as_object().is_none_or(|t| t.is_empty());
+            if stored_empty {
+                // APISIX sees an empty or missing object as an array: the patch replaces it
+                let mut clean = Map::new();
+                for (k, v) in patch {
+                    if !v.is_null() {
+                        clean.insert(k, v);
+                    }
+                }
+                *target = Value::Object(clean);
+                return;
             }
             if let Value::Object(t) = target {
                 for (k, v) in patch {
                     if v.is_null() {
                         t.remove(&k);
                     } else {
-                        merge(t.entry(k).or_insert(Value::Null), v);
+                        match t.get_mut(&k) {
+                            Some(old) => merge(old, v),
+                            None => {
+                                let mut fresh = Value::Null;
+                                merge(&mut fresh, v);
+                                t.insert(k, fresh);
+                            }
+                        }
                     }
                 }
             }
@@ -123,28 +138,32 @@ fn merge(target: &mut Value, patch: Value) {
     }
 }
 
-/// Sets `path` (`upstream/nodes`) inside `target` to `value`; the objects on the way must
-/// exist, as in APISIX.
+/// Sets `path` (`upstream/nodes`) inside `target` to `value`, making the objects on the
+/// way; one on the way that is not an object is APISIX's `invalid sub-path`.
 fn set_path(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
     let parts: Vec<&str> = path.split('/').collect();
-    let (last, walk) = parts.split_last().ok_or("empty sub path")?;
+    let (last, walk) = parts.split_last().ok_or("invalid sub-path: /")?;
     let mut at = target;
+    let mut so_far = String::new();
     for p in walk {
-        at = at
-            .get_mut(*p)
-            .filter(|v| v.is_object())
-            .ok_or_else(|| format!("sub path {path} does not exist"))?;
+        so_far.push('/');
+        so_far.push_str(p);
+        let Value::Object(map) = at else {
+            return Err(format!("invalid sub-path: {so_far}"));
+        };
+        at = map
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !at.is_object() {
+            return Err(format!("invalid sub-path: {so_far}"));
+        }
     }
     match at {
         Value::Object(map) => {
-            if value.is_null() {
-                map.remove(*last);
-            } else {
-                map.insert(last.to_string(), value);
-            }
+            map.insert(last.to_string(), value);
             Ok(())
         }
-        _ => Err(format!("sub path {path} does not exist")),
+        _ => Err(format!("invalid sub-path: {so_far}")),
     }
 }
 
@@ -170,11 +189,20 @@ impl Ops {
     pub async fn run(&self, req: Request) -> Answer {
         let m = &req.method;
         match &req.target {
-            Target::PluginList if *m == Method::GET => plugin_list(),
-            Target::Plugin(name) if *m == Method::GET => plugin(name),
-            Target::PluginList | Target::Plugin(_) => {
-                Answer::method_not_allowed(m.as_str(), "plugins")
+            Target::PluginList if *m == Method::GET => plugin_list(&req.query),
+            Target::Plugin(name) if *m == Method::GET => plugin(name, &req.query),
+            Target::PluginReload if *m == Method::PUT => {
+                // The plugins are config.yaml's, fixed at start: nothing to reload.
+                Answer::text(200, "done")
             }
+            Target::PluginReload => Answer::error(
+                405,
+                format!(
+                    "please use PUT method to reload the plugins, {} method is not allowed.",
+                    m.as_str()
+                ),
+            ),
+            Target::PluginList | Target::Plugin(_) => Answer::error(404, "not found"),
             Target::Collection { dir, consumer } => {
                 let consumer = consumer.as_deref();
                 match *m {
@@ -182,7 +210,10 @@ impl Ops {
                     Method::POST => self.post(*dir, consumer, &req).await,
                     // `PUT /consumers` with the username in the body; `PUT /routes` with the id
                     Method::PUT => self.put(*dir, consumer, None, &req).await,
-                    _ => Answer::method_not_allowed(m.as_str(), noun(*dir)),
+                    Method::PATCH if !patchable(*dir) => {
+                        Answer::method_not_allowed(m.as_str(), noun(*dir))
+                    }
+                    _ => missing_id(*dir),
                 }
             }
             Target::Item {
@@ -196,11 +227,15 @@ impl Ops {
                     consumer: consumer.as_deref(),
                     id: id.clone(),
                 };
-                match (m.clone(), sub_path) {
-                    (Method::GET, None) => self.get(&place).await,
-                    (Method::PUT, None) => self.put(*dir, place.consumer, Some(id), &req).await,
-                    (Method::PATCH, sub) => self.patch(&place, sub.as_deref(), &req).await,
-                    (Method::DELETE, None) => self.delete(&place, &req.query).await,
+                match *m {
+                    // a sub path is only PATCH's
+                    Method::GET => self.get(&place).await,
+                    Method::PUT => self.put(*dir, place.consumer, Some(id), &req).await,
+                    Method::POST if postable(*dir) => {
+                        Answer::bad_request(format!("wrong {} id, do not need it", noun(*dir)))
+                    }
+                    Method::PATCH => self.patch(&place, sub_path.as_deref(), &req).await,
+                    Method::DELETE => self.delete(&place, &req.query).await,
                     _ => Answer::method_not_allowed(m.as_str(), noun(*dir)),
                 }
             }
@@ -227,10 +262,14 @@ impl Ops {
             Ok(f) => f,
             Err(a) => return a,
         };
-        let items = match self.store.list(&key).await {
+        let items = match self.store.list(&key, filter.page.is_some()).await {
             Ok(items) => items,
             Err(e) => return Answer::etcd("cannot read from etcd", &e),
         };
+        if consumer.is_some() && items.is_empty() {
+            // APISIX keeps no directory marker for credentials
+            return Answer::key_not_found();
+        }
         let kept: Vec<Stored> = items
             .into_iter()
             .filter(|s| filter.keeps(&s.value))
@@ -255,69 +294,75 @@ impl Ops {
         path_id: Option<&str>,
         req: &Request,
     ) -> Answer {
-        if dir == Dir::Kind(Kind::Credential) && path_id.is_none() {
-            return Answer::method_not_allowed("PUT", "credentials without an id");
-        }
-        let mut body = match object_body(&req.body) {
-            Ok(b) => b,
-            Err(a) => return a,
+        let Some(body) = &req.body else {
+            return Answer::bad_request("missing configurations");
+        };
+        let Value::Object(mut body) = body.clone() else {
+            return Answer::bad_request(format!(
+                "invalid configuration: wrong type: expected object, got {}",
+                json_kind(body)
+            ));
         };
         let field = id_field(dir);
         let body_id = body.get(field).and_then(id_text);
         let id = match (path_id, body_id) {
-            (Some(p), Some(b)) if p != b => {
-                return Answer::bad_request(format!("wrong {} {field}", noun(dir)))
+            (Some(p), Some(b)) if p != b => return wrong_id(dir),
+            (Some(p), _) => {
+                // the path's id, as a string
+                body.insert(field.into(), Value::String(p.to_string()));
+                p.to_string()
             }
-            (Some(p), _) => p.to_string(),
+            // the body's id, as the body typed it
             (None, Some(b)) => b,
-            (None, None) => return Answer::bad_request(format!("missing {} {field}", noun(dir))),
+            (None, None) => return missing_id(dir),
         };
-        for t in ["create_time", "update_time"] {
-            if body.contains_key(t) {
-                return Answer::bad_request(format!("the property is forbidden: {t}"));
-            }
+        if let Err(a) = forbidden_times(&body) {
+            return a;
         }
-        body.insert(field.into(), Value::String(id.clone()));
-        let lease = match ttl(&req.query) {
-            Ok(t) => t,
-            Err(a) => return a,
-        };
         let place = Place { dir, consumer, id };
-        self.save(&place, Value::Object(body), lease, false).await
+        self.save(&place, Value::Object(body), req.ttl, false).await
     }
 
     async fn post(&self, dir: Dir, consumer: Option<&str>, req: &Request) -> Answer {
-        let refused = matches!(
-            dir,
-            Dir::Kind(Kind::Consumer | Kind::Credential | Kind::GlobalRule | Kind::PluginConfig)
-                | Dir::PluginMetadata
-        );
-        if refused {
+        if !postable(dir) {
             return Answer::method_not_allowed("POST", noun(dir));
         }
-        let mut body = match object_body(&req.body) {
-            Ok(b) => b,
-            Err(a) => return a,
+        let Some(body) = &req.body else {
+            return Answer::bad_request("missing configurations");
+        };
+        let Value::Object(mut body) = body.clone() else {
+            return Answer::bad_request(format!(
+                "invalid configuration: wrong type: expected object, got {}",
+                json_kind(body)
+            ));
         };
         if body.contains_key("id") {
             return Answer::bad_request(format!("wrong {} id, do not need it", noun(dir)));
         }
-        for t in ["create_time", "update_time"] {
-            if body.contains_key(t) {
-                return Answer::bad_request(format!("the property is forbidden: {t}"));
-            }
+        if let Err(a) = forbidden_times(&body) {
+            return a;
         }
-        let lease = match ttl(&req.query) {
-            Ok(t) => t,
-            Err(a) => return a,
-        };
         let id = match self.store.gen_id().await {
             Ok(id) => id,
             Err(e) => return Answer::etcd("cannot make an id in etcd", &e),
         };
         body.insert("id".into(), Value::String(id.clone()));
         let place = Place { dir, consumer, id };
-        self.save(&place, Value::Object(body), lease, true).await
+        self.save(&place, Value::Object(body), req.ttl, true).await
+    }
+
+    /// A lease for `?ttl=`.
+    async fn lease(&self, ttl: Option<i64>, otherwise: Lease) -> Result<Lease, Answer> {
+        match ttl {
+            Some(ttl) if ttl > 0 => match self.store.lease(ttl).await {
+                Ok(id) => Ok(Lease::New(id)),
+                Err(e) => Err(Answer::etcd("cannot grant a lease in etcd", &e)),
+            },
+            Some(_) => Err(Answer::bad_request(
+                "invalid argument ttl: should be a positive number of seconds",
+            )),
+            None => Ok(otherwise),
+        }
     }
 
     /// Checks `value` and its references, seals its secrets and writes it with its times,
@@ -326,7 +371,7 @@ impl Ops {
         &self,
         place: &Place<'_>,
         value: Value,
-        lease: Option<i64>,
+        ttl: Option<i64>,
         only_new: bool,
     ) -> Answer {
         if let Err(a) = self.check(place, &value).await {
@@ -335,13 +380,11 @@ impl Ops {
         let mut sealed = value;
         check::encrypt(place.dir, &mut sealed);
         let key = place.key(self.prefix());
-        let lease = match lease {
-            Some(ttl) => match self.store.lease(ttl).await {
-                Ok(id) => Some(id),
-                Err(e) => return Answer::etcd("cannot grant a lease in etcd", &e),
-            },
-            None => None,
+        let lease = match self.lease(ttl, Lease::None).await {
+            Ok(l) => l,
+            Err(a) => return a,
         };
+        let timed = place.dir != Dir::PluginMetadata;
         for _ in 0..ATTEMPTS {
             let prev = match self.store.get(&key).await {
                 Ok(p) => p,
@@ -351,49 +394,49 @@ impl Ops {
                 return Answer::error(409, format!("key {key} already exists"));
             }
             let mut v = sealed.clone();
-            let now = now();
-            let created = prev
-                .as_ref()
-                .and_then(|p| p.value.get("create_time").cloned())
-                .filter(Value::is_number)
-                .unwrap_or_else(|| now.into());
-            v["create_time"] = created;
-            v["update_time"] = now.into();
+            if timed {
+                let now = now();
+                let created = prev
+                    .as_ref()
+                    .and_then(|p| p.value.get("create_time").cloned())
+                    .filter(Value::is_number)
+                    .unwrap_or_else(|| now.into());
+                v["create_time"] = created;
+                v["update_time"] = now.into();
+            }
             let expect = prev
                 .as_ref()
                 .map_or(Expect::Absent, |p| Expect::At(p.modified));
             match self.store.write_if(&key, &v, expect, lease).await {
                 Ok(Written::Done(_)) => {
                     let status = if prev.is_none() { 201 } else { 200 };
-                    return Answer::new(
-                        status,
-                        json!({"key": key, "value": check::shown(place.dir, v)}),
-                    );
+                    // A write's answer shows the value as stored (secrets sealed).
+                    return Answer::new(status, json!({"key": key, "value": v}));
                 }
                 Ok(Written::Conflict) => continue,
                 Err(e) => return Answer::etcd("cannot write to etcd", &e),
             }
         }
-        conflict(&key)
+        changed()
     }
 
     /// The model's checks, then every referenced resource must exist.
     async fn check(&self, place: &Place<'_>, value: &Value) -> Result<(), Answer> {
-        check::validate(place.dir, &place.model_id(), value).map_err(Answer::bad_request)?;
         if let Some(user) = place.consumer {
             let key = item_key(self.prefix(), Dir::Kind(Kind::Consumer), None, user);
             match self.store.get(&key).await {
                 Ok(Some(_)) => {}
-                Ok(None) => return Err(Answer::bad_request(format!("consumer not found: {user}"))),
+                Ok(None) => return Err(Answer::error(404, "consumer not found")),
                 Err(e) => return Err(Answer::etcd("cannot read from etcd", &e)),
             }
         }
+        check::validate(place.dir, &place.model_id(), value).map_err(Answer::bad_request)?;
         for (kind, id, _field) in check::references(place.dir, value) {
             let key = item_key(self.prefix(), Dir::Kind(kind), None, &id);
             match self.store.get(&key).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    let what = kind.name().replace('_', " ");
+                    let what = noun(Dir::Kind(kind));
                     return Err(Answer::bad_request(format!(
                         "failed to fetch {what} info by {what} id [{id}], response code: 404"
                     )));
@@ -405,17 +448,21 @@ impl Ops {
     }
 
     async fn patch(&self, place: &Place<'_>, sub_path: Option<&str>, req: &Request) -> Answer {
-        if matches!(place.dir, Dir::Kind(Kind::Consumer | Kind::Credential)) {
+        if !patchable(place.dir) {
             return Answer::method_not_allowed("PATCH", noun(place.dir));
         }
-        let patch = match any_body(&req.body) {
-            Ok(p) => p,
+        let Some(patch) = &req.body else {
+            return Answer::bad_request("missing new configuration");
+        };
+        if sub_path.is_none() && !(patch.is_object() || patch.is_array()) {
+            return Answer::bad_request("invalid configuration");
+        }
+        let lease = match self.lease(req.ttl, Lease::Keep).await {
+            Ok(l) => l,
             Err(a) => return a,
         };
-        if sub_path.is_none() && !patch.is_object() {
-            return Answer::bad_request("invalid configuration: wrong type: expected object");
-        }
         let key = place.key(self.prefix());
+        let field = id_field(place.dir);
         for _ in 0..ATTEMPTS {
             let prev = match self.store.get(&key).await {
                 Ok(Some(p)) => p,
@@ -428,6 +475,8 @@ impl Ops {
                     "the value stored at {key} is not a JSON object; PUT a new one"
                 ));
             }
+            // Merged in the clear, sealed again once.
+            check::reveal(place.dir, &mut v);
             match sub_path {
                 Some(path) => {
                     if let Err(e) = set_path(&mut v, path, patch.clone()) {
@@ -436,14 +485,15 @@ impl Ops {
                 }
                 None => merge(&mut v, patch.clone()),
             }
-            let field = id_field(place.dir);
-            if v.get(field).and_then(id_text).as_deref() != Some(place.id.as_str()) {
-                if patch.get(field).is_some() && sub_path.is_none() {
-                    return Answer::bad_request(format!("wrong {} {field}", noun(place.dir)));
+            if let Some(merged) = v.get(field).and_then(id_text) {
+                if merged != place.id {
+                    return wrong_id(place.dir);
                 }
-                v[field] = Value::String(place.id.clone());
             }
-            // A PATCH may carry update_time; otherwise (and with a sub path) it is now.
+            if let Value::Object(map) = &mut v {
+                map.insert(field.into(), Value::String(place.id.clone()));
+            }
+            // A whole-body PATCH may set update_time; otherwise it is now.
             let given = sub_path.is_none() && patch.get("update_time").is_some();
             if !given {
                 v["update_time"] = now().into();
@@ -454,18 +504,17 @@ impl Ops {
             check::encrypt(place.dir, &mut v);
             match self
                 .store
-                .write_if(&key, &v, Expect::At(prev.modified), None)
+                .write_if(&key, &v, Expect::At(prev.modified), lease)
                 .await
             {
-                Ok(Written::Done(_)) => {
-                    return Answer::ok(json!({"key": key, "value": check::shown(place.dir, v)}))
-                }
-                // Someone else wrote in between: merge again onto what they wrote.
+                Ok(Written::Done(_)) => return Answer::ok(json!({"key": key, "value": v})),
+                // Someone else wrote in between: merge again onto what they wrote, so
+                // neither change is lost (APISIX answers 503 here at once).
                 Ok(Written::Conflict) => continue,
                 Err(e) => return Answer::etcd("cannot write to etcd", &e),
             }
         }
-        conflict(&key)
+        changed()
     }
 
     async fn delete(&self, place: &Place<'_>, query: &Query) -> Answer {
@@ -484,7 +533,7 @@ impl Ops {
                     }
                 }
             }
-            // A consumer's credentials go with it.
+            // A consumer's credentials go with it, in the same transaction.
             let credentials = (place.dir == Dir::Kind(Kind::Consumer))
                 .then(|| format!("{}/consumers/{}/credentials/", self.prefix(), place.id));
             match self
@@ -497,26 +546,39 @@ impl Ops {
                 Err(e) => return Answer::etcd("cannot delete in etcd", &e),
             }
         }
-        conflict(&key)
+        changed()
     }
 
-    /// Refuses to delete a resource another still refers to.
+    /// Refuses to delete a resource another still refers to, in APISIX's words.
     async fn still_used(&self, kind: Kind, id: &str) -> Result<(), Answer> {
-        for (referrer, field) in check::referrers(kind) {
-            let dir = format!("{}/{}/", self.prefix(), referrer.dir());
-            let items = self
-                .store
-                .list(&dir)
+        let read = |dir: String| async move {
+            self.store
+                .list(&dir, false)
                 .await
-                .map_err(|e| Answer::etcd("cannot read from etcd", &e))?;
-            for s in items {
+                .map_err(|e| Answer::etcd("cannot read from etcd", &e))
+        };
+        let last = |key: &str| key.rsplit('/').next().unwrap_or_default().to_string();
+        let (what, referrers) = check::referrers(kind);
+        for (referrer, field) in referrers {
+            for s in read(format!("{}/{}/", self.prefix(), referrer.dir())).await? {
                 if s.value.get(*field).and_then(id_text).as_deref() == Some(id) {
-                    let user = s.key.rsplit('/').next().unwrap_or_default().to_string();
                     return Err(Answer::bad_request(format!(
-                        "can not delete this {}, {} [{user}] is still using it now",
-                        kind.name().replace('_', " "),
-                        referrer.name().replace('_', " "),
+                        "can not delete this {what}, {} [{}] is still using it now",
+                        noun(Dir::Kind(*referrer)),
+                        last(&s.key)
                     )));
+                }
+            }
+        }
+        if kind == Kind::Upstream {
+            for (holder, word) in check::PLUGIN_HOLDERS {
+                for s in read(format!("{}/{}/", self.prefix(), holder.dir())).await? {
+                    if check::plugins_use_upstream(&s.value, id) {
+                        return Err(Answer::bad_request(format!(
+                            "can not delete this upstream, plugin in {word} [{}] is still using it now",
+                            last(&s.key)
+                        )));
+                    }
                 }
             }
         }
@@ -524,15 +586,46 @@ impl Ops {
     }
 }
 
-fn conflict(key: &str) -> Answer {
-    Answer::error(
-        409,
-        format!("{key} kept changing while this request was written; try again"),
+/// Whether APISIX takes POST for a directory.
+fn postable(dir: Dir) -> bool {
+    matches!(
+        dir,
+        Dir::Kind(Kind::Route | Kind::Service | Kind::Upstream | Kind::Ssl)
     )
 }
 
+/// Whether APISIX takes PATCH for a directory.
+fn patchable(dir: Dir) -> bool {
+    !matches!(
+        dir,
+        Dir::Kind(Kind::Consumer | Kind::Credential) | Dir::PluginMetadata
+    )
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The key kept changing under a write.
+fn changed() -> Answer {
+    Answer::error(503, "value changed before overwritten")
+}
+
 /// `GET /plugins/list`: the plugins this gateway runs, highest priority first.
-fn plugin_list() -> Answer {
+fn plugin_list(query: &Query) -> Answer {
+    match query.get("subsystem").unwrap_or("http") {
+        "http" => {}
+        // Portico proxies HTTP only.
+        "stream" => return Answer::ok(json!([])),
+        _ => return Answer::text(400, "invalid subsystem passed"),
+    }
     let registry = crate::plugin::registry();
     let mut names: Vec<(i32, &str)> = registry
         .enabled_names()
@@ -542,16 +635,19 @@ fn plugin_list() -> Answer {
     Answer::ok(json!(names.into_iter().map(|(_, n)| n).collect::<Vec<_>>()))
 }
 
-/// `GET /plugins/<name>`: what Portico knows of one plugin it runs.
-fn plugin(name: &str) -> Answer {
+/// `GET /plugins/<name>`: what Portico knows of one plugin it runs. Portico checks settings
+/// in code, not with a JSON Schema, so the schema given is only the settings' shape.
+fn plugin(name: &str, query: &Query) -> Answer {
+    let subsystem = query.get("subsystem").unwrap_or("http");
+    if subsystem != "http" && subsystem != "stream" {
+        return Answer::bad_request(format!("unsupported subsystem: {subsystem}"));
+    }
     match crate::plugin::registry().factory(name) {
-        Some(f) => Answer::ok(json!({
-            "name": f.name(),
-            "priority": f.priority(),
-            "type": if f.is_auth() { "auth" } else { "" },
-            "schema": {"type": "object"},
+        Some(f) if subsystem == "http" => Answer::ok(json!({
+            "type": "object",
+            "$comment": format!("{} (priority {}): Portico checks its settings when a resource is written", f.name(), f.priority()),
         })),
-        None => Answer::error(404, format!("plugin not found: {name}")),
+        _ => Answer::error(404, format!("plugin not found in subsystem {subsystem}")),
     }
 }
 
@@ -559,7 +655,10 @@ fn plugin(name: &str) -> Answer {
 struct Filter {
     name: Option<regex::Regex>,
     uri: Option<regex::Regex>,
-    label: Option<(String, Option<String>)>,
+    /// `label=<key>`: the labels must have that key.
+    label: Option<String>,
+    /// `filter=service_id=1&upstream_id=2`: those fields must be those strings.
+    fields: Vec<(String, String)>,
     /// (page from 1, page size)
     page: Option<(usize, usize)>,
 }
@@ -575,31 +674,31 @@ impl Filter {
                 })
                 .transpose()
         };
-        let label = q
-            .get("label")
-            .filter(|s| !s.is_empty())
-            .map(|l| match l.split_once(':') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (l.to_string(), None),
-            });
-        let number = |name: &str| -> Result<Option<usize>, Answer> {
-            q.get(name)
-                .map(|s| {
-                    s.parse::<usize>()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| Answer::bad_request(format!("invalid {name}: {s}")))
-                })
-                .transpose()
-        };
-        let page = match (number("page")?, number("page_size")?) {
-            (Some(p), Some(s)) => Some((p, s)),
+        let fields = q
+            .get("filter")
+            .map(|f| {
+                Query::parse(Some(f))
+                    .pairs
+                    .into_iter()
+                    .filter(|(k, _)| k == "service_id" || k == "upstream_id")
+                    .collect()
+            })
+            .unwrap_or_default();
+        let number = |name: &str| q.get(name).and_then(|s| s.parse::<i64>().ok());
+        let page = match (number("page"), number("page_size")) {
+            (Some(p), Some(s)) => {
+                if !(10..=500).contains(&s) {
+                    return Err(Answer::text(400, "page_size must be between 10 and 500"));
+                }
+                Some((p.max(1) as usize, s as usize))
+            }
             _ => None,
         };
         Ok(Filter {
             name: regex("name")?,
             uri: regex("uri")?,
-            label,
+            label: q.get("label").map(str::to_string),
+            fields,
             page,
         })
     }
@@ -627,18 +726,14 @@ impl Filter {
                 return false;
             }
         }
-        if let Some((k, want)) = &self.label {
-            let got = v
-                .get("labels")
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str);
-            match (got, want) {
-                (None, _) => return false,
-                (Some(g), Some(w)) if g != w => return false,
-                _ => {}
+        if let Some(k) = &self.label {
+            if v.get("labels").and_then(|l| l.get(k)).is_none() {
+                return false;
             }
         }
-        true
+        self.fields
+            .iter()
+            .all(|(k, want)| v.get(k).and_then(Value::as_str) == Some(want.as_str()))
     }
 }
 
@@ -648,6 +743,9 @@ mod tests {
 
     #[test]
     fn merge_deletes_with_null_and_replaces_arrays() {
+        let mut v = json!({"plugins": {"a": {}, "b": {}}});
+        merge(&mut v, json!({"plugins": {}}));
+        assert_eq!(v, json!({"plugins": {}}), "an empty object replaces");
         let mut v = json!({"uri": "/a", "methods": ["GET", "POST"], "upstream": {"type": "roundrobin", "nodes": {"a:1": 1}}, "desc": "x"});
         merge(
             &mut v,
@@ -666,17 +764,30 @@ mod tests {
         assert_eq!(v["upstream"]["nodes"], json!({"b:2": 1}));
         set_path(&mut v, "methods", json!(["GET"])).unwrap();
         assert_eq!(v["methods"], json!(["GET"]));
-        assert!(set_path(&mut v, "nothing/here", json!(1)).is_err());
+        set_path(&mut v, "new/deeper", json!(1)).unwrap();
+        assert_eq!(
+            v["new"],
+            json!({"deeper": 1}),
+            "objects on the way are made"
+        );
+        assert_eq!(
+            set_path(&mut v, "uri/x", json!(1)),
+            Err("invalid sub-path: /uri".to_string())
+        );
     }
 
     #[test]
     fn filters_and_pages() {
-        let q = Query::parse(Some("name=^api&label=env:prod&page=2&page_size=10"));
+        let q = Query::parse(Some("name=^api&label=env&page=2&page_size=10"));
         let f = Filter::parse(&q).unwrap();
         assert_eq!(f.page, Some((2, 10)));
         assert!(f.keeps(&json!({"name": "api-1", "labels": {"env": "prod"}})));
         assert!(!f.keeps(&json!({"name": "web", "labels": {"env": "prod"}})));
-        assert!(!f.keeps(&json!({"name": "api-1", "labels": {"env": "dev"}})));
+        assert!(!f.keeps(&json!({"name": "api-1", "labels": {"team": "a"}})));
+        let f = Filter::parse(&Query::parse(Some("filter=service_id%3D1"))).unwrap();
+        assert!(f.keeps(&json!({"service_id": "1"})));
+        assert!(!f.keeps(&json!({"service_id": 1})), "a number never equals");
+        assert!(Filter::parse(&Query::parse(Some("page=1&page_size=5"))).is_err());
         let f = Filter::parse(&Query::parse(Some("uri=/v1&page=1"))).unwrap();
         assert_eq!(f.page, None, "paging needs both page and page_size");
         assert!(f.keeps(&json!({"uris": ["/x", "/v1/y"]})));

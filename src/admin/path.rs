@@ -39,61 +39,82 @@ pub enum Target {
     },
     /// `/plugins/list`: the plugins this gateway runs.
     PluginList,
-    /// `/plugins/<name>`: one plugin's description.
+    /// `/plugins/<name>` (and `/schema/plugins/<name>`): one plugin's description.
     Plugin(String),
+    /// `/plugins/reload`.
+    PluginReload,
+}
+
+/// A path the Admin API has nothing at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFound {
+    /// Not under `/apisix/admin/`, or not a path APISIX has.
+    Path,
+    /// `/apisix/admin/<kind>` with a kind APISIX does not have (or Portico does not serve).
+    Kind(String),
+    /// `stream_routes`: Portico proxies HTTP only, like APISIX without stream mode.
+    StreamRoutes,
 }
 
 impl Target {
-    /// Reads `path` (without the query); `None` when the Admin API has nothing there.
-    pub fn parse(path: &str) -> Option<Target> {
-        let rest = path.strip_prefix(ROOT)?.strip_prefix('/')?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
+    /// Reads `path` (without the query).
+    pub fn parse(path: &str) -> Result<Target, NotFound> {
+        let rest = path
+            .strip_prefix(ROOT)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or(NotFound::Path)?;
+        // Trailing empty segments are dropped, as APISIX splits the path.
+        let rest = rest.trim_end_matches('/');
         let mut parts = rest.split('/');
-        let dir = parts.next()?;
+        let dir = parts
+            .next()
+            .filter(|d| !d.is_empty())
+            .ok_or(NotFound::Path)?;
         let tail: Vec<&str> = parts.collect();
         if tail.iter().any(|p| p.is_empty()) {
-            return None;
+            return Err(NotFound::Path);
         }
-        if dir == "plugins" {
-            return match tail[..] {
-                ["list"] => Some(Target::PluginList),
-                [name] => Some(Target::Plugin(name.to_string())),
-                _ => None,
-            };
-        }
-        if dir == "plugin_metadata" {
-            let dir = Dir::PluginMetadata;
-            return match tail[..] {
-                [] => Some(Target::Collection {
-                    dir,
+        match (dir, &tail[..]) {
+            ("plugins", ["list"]) => return Ok(Target::PluginList),
+            ("plugins", ["reload"]) => return Ok(Target::PluginReload),
+            ("plugins", [name]) | ("schema", ["plugins", name]) => {
+                return Ok(Target::Plugin(name.to_string()))
+            }
+            ("plugins", _) => return Ok(Target::Plugin(String::new())),
+            ("stream_routes", _) => return Err(NotFound::StreamRoutes),
+            ("plugin_metadata", []) => {
+                return Ok(Target::Collection {
+                    dir: Dir::PluginMetadata,
                     consumer: None,
-                }),
-                [id] => Some(item(dir, None, id, None)),
-                _ => None,
-            };
+                })
+            }
+            ("plugin_metadata", [id]) => return Ok(item(Dir::PluginMetadata, None, id, None)),
+            ("plugin_metadata", _) => return Err(NotFound::Path),
+            _ => {}
         }
-        let kind = Kind::from_dir(dir)?;
-        match (kind, &tail[..]) {
-            (_, []) => Some(Target::Collection {
+        let kind = Kind::from_dir(dir).ok_or_else(|| NotFound::Kind(dir.to_string()))?;
+        Ok(match (kind, &tail[..]) {
+            (_, []) => Target::Collection {
                 dir: Dir::Kind(kind),
                 consumer: None,
-            }),
-            (Kind::Consumer, [user, "credentials"]) => Some(Target::Collection {
+            },
+            (Kind::Consumer, [user, "credentials"]) => Target::Collection {
                 dir: Dir::Kind(Kind::Credential),
                 consumer: Some(user.to_string()),
-            }),
-            (Kind::Consumer, [user, "credentials", id]) => {
-                Some(item(Dir::Kind(Kind::Credential), Some(user), id, None))
-            }
-            (Kind::Consumer, [user, "credentials", id, sub @ ..]) => Some(item(
+            },
+            (Kind::Consumer, [user, "credentials", id, sub @ ..]) => item(
                 Dir::Kind(Kind::Credential),
                 Some(user),
                 id,
-                Some(sub.join("/")),
-            )),
-            (_, [id]) => Some(item(Dir::Kind(kind), None, id, None)),
-            (_, [id, sub @ ..]) => Some(item(Dir::Kind(kind), None, id, Some(sub.join("/")))),
-        }
+                (!sub.is_empty()).then(|| sub.join("/")),
+            ),
+            (_, [id, sub @ ..]) => item(
+                Dir::Kind(kind),
+                None,
+                id,
+                (!sub.is_empty()).then(|| sub.join("/")),
+            ),
+        })
     }
 
     /// The etcd key (or directory, for a collection, with its trailing `/`) under `prefix`.
@@ -135,15 +156,15 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(
-            Target::parse("/apisix/admin/routes"),
-            Some(Target::Collection {
+            Target::parse("/apisix/admin/routes/"),
+            Ok(Target::Collection {
                 dir: Dir::Kind(Kind::Route),
                 consumer: None
             })
         );
         assert_eq!(
             Target::parse("/apisix/admin/routes/1/methods"),
-            Some(item(
+            Ok(item(
                 Dir::Kind(Kind::Route),
                 None,
                 "1",
@@ -159,11 +180,21 @@ mod tests {
         );
         assert_eq!(
             Target::parse("/apisix/admin/plugins/list"),
-            Some(Target::PluginList)
+            Ok(Target::PluginList)
         );
-        assert_eq!(Target::parse("/apisix/admin/nothing/1"), None);
-        assert_eq!(Target::parse("/apisix/admin/routes//1"), None);
-        assert_eq!(Target::parse("/apisix/adminx/routes"), None);
+        assert_eq!(
+            Target::parse("/apisix/admin/routs/1"),
+            Err(NotFound::Kind("routs".into()))
+        );
+        assert_eq!(
+            Target::parse("/apisix/admin/routes//1"),
+            Err(NotFound::Path)
+        );
+        assert_eq!(Target::parse("/apisix/adminx/routes"), Err(NotFound::Path));
+        assert_eq!(
+            Target::parse("/apisix/admin/schema/plugins/key-auth"),
+            Ok(Target::Plugin("key-auth".into()))
+        );
         assert_eq!(
             Target::parse("/apisix/admin/upstreams/").unwrap().key("/p"),
             Some("/p/upstreams/".into())

@@ -42,6 +42,17 @@ pub enum Expect {
     At(i64),
 }
 
+/// The lease a write attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// None: the key lives until deleted.
+    None,
+    /// This one (`?ttl=`).
+    New(i64),
+    /// Whatever the key has now (a PATCH without `?ttl=`).
+    Keep,
+}
+
 /// The outcome of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -73,19 +84,18 @@ impl Store {
     }
 
     /// Every key under `dir` (ending in `/`) that names one resource (not what lies deeper,
-    /// such as a consumer's credentials), oldest first.
-    pub async fn list(&self, dir: &str) -> Result<Vec<Stored>, Error> {
-        let r = self
-            .client
-            .readdir(
-                dir,
-                ReaddirOptions {
-                    sort_order: SortOrder::Ascend,
-                    sort_target: SortTarget::Create,
-                    ..Default::default()
-                },
-            )
-            .await?;
+    /// such as a consumer's credentials): in key order, or oldest first with `by_age`.
+    pub async fn list(&self, dir: &str, by_age: bool) -> Result<Vec<Stored>, Error> {
+        let opts = if by_age {
+            ReaddirOptions {
+                sort_order: SortOrder::Ascend,
+                sort_target: SortTarget::Create,
+                ..Default::default()
+            }
+        } else {
+            ReaddirOptions::default()
+        };
+        let r = self.client.readdir(dir, opts).await?;
         Ok(r.kvs
             .iter()
             .filter(|kv| {
@@ -103,16 +113,20 @@ impl Store {
         key: &str,
         value: &Value,
         expect: Expect,
-        lease: Option<i64>,
+        lease: Lease,
     ) -> Result<Written, Error> {
-        let put = TxnOp::put(
-            key,
-            value.clone(),
-            SetOptions {
-                lease,
+        let options = match lease {
+            Lease::None => SetOptions::default(),
+            Lease::New(id) => SetOptions {
+                lease: Some(id),
                 ..Default::default()
             },
-        );
+            Lease::Keep => SetOptions {
+                ignore_lease: true,
+                ..Default::default()
+            },
+        };
+        let put = TxnOp::put(key, value.clone(), options);
         let r = self
             .client
             .txn(&[compare(key, expect)], &[put], &[])
@@ -153,7 +167,7 @@ impl Store {
         let key = format!("{}/gen_id", self.prefix);
         let r = self
             .client
-            .set(&key, &Value::from(0), SetOptions::default())
+            .set(&key, &Value::from(1), SetOptions::default())
             .await?;
         Ok(format!("{:020}", r.header.revision))
     }

@@ -253,7 +253,7 @@ impl std::fmt::Debug for CertPair {
 
 /// A private key APISIX may have stored encrypted: a value starting with `---` is PEM as it
 /// is, anything else is decrypted with the keyring (every entry tried).
-fn reveal_key(field: &str, key: &str) -> Result<String, String> {
+pub(crate) fn reveal_key(field: &str, key: &str) -> Result<String, String> {
     if key.trim_start().starts_with("---") {
         return Ok(key.to_string());
     }

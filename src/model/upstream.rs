@@ -176,7 +176,13 @@ fn parse_tls(o: &Obj<'_>) -> Result<UpstreamTls, String> {
     let at = |e: String| failed("tls", e);
     let tls = UpstreamTls {
         client_cert: t.str("client_cert").map_err(at)?.map(str::to_string),
-        client_key: t.str("client_key").map_err(at)?.map(str::to_string),
+        // APISIX's Admin API stores it encrypted with the keyring.
+        client_key: t
+            .str("client_key")
+            .map_err(at)?
+            .map(|k| super::resources::reveal_key("tls.client_key", k))
+            .transpose()
+            .map_err(at)?,
         client_cert_id: t
             .get("client_cert_id")
             .map(|v| Id::parse(v).map_err(|e| failed("tls", e)))
