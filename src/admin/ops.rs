@@ -431,6 +431,9 @@ impl Ops {
             }
         }
         check::validate(place.dir, &place.model_id(), value).map_err(Answer::bad_request)?;
+        if place.dir == Dir::Kind(Kind::GlobalRule) {
+            self.one_global_rule_per_plugin(&place.id, value).await?;
+        }
         for (kind, id, _field) in check::references(place.dir, value) {
             let key = item_key(self.prefix(), Dir::Kind(kind), None, &id);
             match self.store.get(&key).await {
@@ -442,6 +445,35 @@ impl Ops {
                     )));
                 }
                 Err(e) => return Err(Answer::etcd("cannot read from etcd", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A plugin runs in one global rule only (APISIX 3.15+): two would run it twice.
+    async fn one_global_rule_per_plugin(&self, id: &str, value: &Value) -> Result<(), Answer> {
+        let Some(mine) = value.get("plugins").and_then(Value::as_object) else {
+            return Ok(());
+        };
+        let dir = format!("{}/{}/", self.prefix(), Kind::GlobalRule.dir());
+        let others = self
+            .store
+            .list(&dir, false)
+            .await
+            .map_err(|e| Answer::etcd("cannot read from etcd", &e))?;
+        for other in others {
+            let other_id = other.key.rsplit('/').next().unwrap_or_default();
+            if other_id == id {
+                continue;
+            }
+            let theirs = other.value.get("plugins").and_then(Value::as_object);
+            if let Some(name) = mine
+                .keys()
+                .find(|n| theirs.is_some_and(|t| t.contains_key(*n)))
+            {
+                return Err(Answer::bad_request(format!(
+                    "plugin '{name}' already exists in global rule with id '{other_id}'"
+                )));
             }
         }
         Ok(())

@@ -488,6 +488,31 @@ fn bad_bodies_and_references_are_refused_with_apisix_messages() {
             json!(format!("not supported `{method}` method for {noun}"))
         );
     }
+    // a plugin runs in one global rule only
+    let (s, _) = a.call(
+        "PUT",
+        "/global_rules/g1",
+        Some(json!({"plugins": {"request-id": {}}})),
+    );
+    assert_eq!(s, 201);
+    let (s, v) = a.call(
+        "PUT",
+        "/global_rules/g2",
+        Some(json!({"plugins": {"request-id": {}}})),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(
+        v["error_msg"],
+        "plugin 'request-id' already exists in global rule with id 'g1'"
+    );
+    let (s, _) = a.call(
+        "PUT",
+        "/global_rules/g1",
+        Some(json!({"plugins": {"request-id": {"header_name": "X-R"}}})),
+    );
+    assert_eq!(s, 200, "the same rule may change its own");
+    let (s, _) = a.call("DELETE", "/global_rules/g1", None);
+    assert_eq!(s, 200);
     // deleting what a route still uses is refused, unless forced
     a.call(
         "PUT",
