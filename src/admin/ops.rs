@@ -294,14 +294,9 @@ impl Ops {
         path_id: Option<&str>,
         req: &Request,
     ) -> Answer {
-        let Some(body) = &req.body else {
-            return Answer::bad_request("missing configurations");
-        };
-        let Value::Object(mut body) = body.clone() else {
-            return Answer::bad_request(format!(
-                "invalid configuration: wrong type: expected object, got {}",
-                json_kind(body)
-            ));
+        let mut body = match object_body(req) {
+            Ok(b) => b,
+            Err(a) => return a,
         };
         let field = id_field(dir);
         let body_id = body.get(field).and_then(id_text);
@@ -327,14 +322,9 @@ impl Ops {
         if !postable(dir) {
             return Answer::method_not_allowed("POST", noun(dir));
         }
-        let Some(body) = &req.body else {
-            return Answer::bad_request("missing configurations");
-        };
-        let Value::Object(mut body) = body.clone() else {
-            return Answer::bad_request(format!(
-                "invalid configuration: wrong type: expected object, got {}",
-                json_kind(body)
-            ));
+        let mut body = match object_body(req) {
+            Ok(b) => b,
+            Err(a) => return a,
         };
         if body.contains_key("id") {
             return Answer::bad_request(format!("wrong {} id, do not need it", noun(dir)));
@@ -634,14 +624,15 @@ fn patchable(dir: Dir) -> bool {
     )
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// A PUT or POST body: a JSON object.
+fn object_body(req: &Request) -> Result<Map<String, Value>, Answer> {
+    match &req.body {
+        None => Err(Answer::bad_request("missing configurations")),
+        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(other) => Err(Answer::bad_request(format!(
+            "invalid configuration: wrong type: expected object, got {}",
+            crate::model::kind_of(other)
+        ))),
     }
 }
 

@@ -11,6 +11,7 @@ mod resources;
 mod route;
 mod upstream;
 
+pub use fields::kind_of;
 pub use id::Id;
 pub use plugins::Plugins;
 pub use resources::{
