@@ -14,9 +14,16 @@ use crate::model::Kind;
 /// How often a write whose key changed under it is tried again on the new value.
 const ATTEMPTS: usize = 5;
 
+/// How many locks the writes of one gateway share, chosen by the key's hash.
+const KEY_LOCKS: usize = 64;
+
 /// The operations, over one etcd store.
 pub struct Ops {
     store: Store,
+    /// Writes to one key from this gateway take turns, so concurrent PATCHes merge in
+    /// order instead of racing each other to the retry limit; writers elsewhere (another
+    /// gateway, etcdctl) are caught by the transaction's revision check and retried.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// Which resource a write is for.
@@ -179,7 +186,20 @@ fn entry(dir: Dir, s: Stored) -> Value {
 
 impl Ops {
     pub fn new(store: Store) -> Ops {
-        Ops { store }
+        Ops {
+            store,
+            locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// This gateway's turn to write `key`.
+    async fn turn(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.locks[(h.finish() as usize) % KEY_LOCKS].lock().await
     }
 
     fn prefix(&self) -> &str {
@@ -375,6 +395,7 @@ impl Ops {
             Err(a) => return a,
         };
         let timed = place.dir != Dir::PluginMetadata;
+        let _turn = self.turn(&key).await;
         for _ in 0..ATTEMPTS {
             let prev = match self.store.get(&key).await {
                 Ok(p) => p,
@@ -485,6 +506,7 @@ impl Ops {
         };
         let key = place.key(self.prefix());
         let field = id_field(place.dir);
+        let _turn = self.turn(&key).await;
         for _ in 0..ATTEMPTS {
             let prev = match self.store.get(&key).await {
                 Ok(Some(p)) => p,
@@ -542,6 +564,7 @@ impl Ops {
     async fn delete(&self, place: &Place<'_>, query: &Query) -> Answer {
         let key = place.key(self.prefix());
         let force = query.get("force") == Some("true");
+        let _turn = self.turn(&key).await;
         for _ in 0..ATTEMPTS {
             let prev = match self.store.get(&key).await {
                 Ok(Some(p)) => p,
