@@ -33,6 +33,8 @@
 //!   snapshot's `ssls` (parsed and checked when they load, in the model).
 //! - [`upstream`]: balancers, health checks, the keepalive pool accounting.
 //! - [`status`]: `/status` and friends, on their own listener.
+//! - [`metrics`]: APISIX's Prometheus metrics: per-thread counters the proxy records into
+//!   when the `prometheus` plugin asks, folded by the exporter on its own listener.
 //! - [`admin`]: APISIX's Admin API, a writer to etcd beside the data path: it checks bodies
 //!   with the model and writes with the etcd client; the gateway sees the write come back
 //!   through the sync like anyone else's.
@@ -46,6 +48,7 @@ pub mod admin;
 pub mod config;
 pub mod etcd;
 pub mod keyring;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod plugin;

@@ -332,6 +332,22 @@ pub fn run(mut registry: Registry) -> ExitCode {
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect();
+    if !config.metrics.listen.is_empty() {
+        let settings = crate::metrics::ExportSettings {
+            uri: config.metrics.export_uri.clone(),
+            prefix: config.metrics.metric_prefix.clone(),
+            etcd_prefix: config.etcd.as_ref().map(|e| e.prefix.clone()),
+        };
+        let app = crate::metrics::MetricsApp::new(settings, store.clone(), status.clone());
+        let mut metrics = Service::new("prometheus exporter".to_string(), app);
+        metrics.add_tcp(&config.metrics.listen);
+        server.add_service(metrics);
+        log::info!(
+            "Prometheus metrics on http://{}{}",
+            config.metrics.listen,
+            config.metrics.export_uri
+        );
+    }
     if !config.status.listen.is_empty() {
         let mut status_service = Service::new(
             "status".to_string(),

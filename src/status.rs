@@ -70,6 +70,28 @@ impl SourceStatus {
         }
     }
 
+    /// Whether the source answered last time it was asked (etcd: contacted, no error since).
+    pub fn reachable(&self) -> bool {
+        let detail = self.detail.lock().unwrap_or_else(|p| p.into_inner());
+        detail.get("last_contact").is_some() && detail.get("last_error").is_none_or(Value::is_null)
+    }
+
+    /// The source's revision and every key's `mod_revision`, when it keeps them (etcd).
+    pub fn revisions(&self) -> Option<(i64, Vec<(String, i64)>)> {
+        let view = self.keys()?;
+        let revision = view.get("revision").and_then(Value::as_i64).unwrap_or(0);
+        let keys = view
+            .get("keys")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((revision, keys))
+    }
+
     fn snapshot(&self) -> Value {
         self.detail
             .lock()

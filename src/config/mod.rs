@@ -28,6 +28,69 @@ pub struct GatewayConfig {
     /// APISIX's Admin API (a writer to etcd); off when absent.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The Prometheus exporter (APISIX's `plugin_attr.prometheus`); off when absent.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics:`: where the `prometheus` plugin's counters are scraped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `addr:port` (APISIX's is 127.0.0.1:9091); empty: no exporter.
+    #[serde(default)]
+    pub listen: String,
+    /// APISIX's `export_uri`.
+    #[serde(default = "default_export_uri")]
+    pub export_uri: String,
+    /// APISIX's `metric_prefix`.
+    #[serde(default = "default_metric_prefix")]
+    pub metric_prefix: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: String::new(),
+            export_uri: default_export_uri(),
+            metric_prefix: default_metric_prefix(),
+        }
+    }
+}
+
+fn default_export_uri() -> String {
+    "/apisix/prometheus/metrics".into()
+}
+
+fn default_metric_prefix() -> String {
+    "apisix_".into()
+}
+
+impl MetricsConfig {
+    fn check(&self) -> Result<(), String> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "metrics.listen: {:?} is not an address:port",
+                self.listen
+            ));
+        }
+        if !self.export_uri.starts_with('/') {
+            return Err(format!(
+                "metrics.export_uri: {:?} must start with /",
+                self.export_uri
+            ));
+        }
+        let name_ok = self.metric_prefix.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        });
+        if !name_ok {
+            return Err(format!(
+                "metrics.metric_prefix: {:?} is not the start of a Prometheus metric name",
+                self.metric_prefix
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `admin:`: APISIX's Admin API on its own listener. It writes to etcd and nothing else, so
@@ -456,6 +519,7 @@ impl GatewayConfig {
                 })?;
         }
         config.admin.check(config.config.provider).map_err(err)?;
+        config.metrics.check().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(ca) = &mut config.proxy.upstream_ca {
             if ca.is_relative() {

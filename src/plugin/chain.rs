@@ -93,6 +93,12 @@ pub struct Chain {
     /// The route and service the chain was compiled for (`route_id`, `service_id` vars).
     pub route_id: Option<String>,
     pub service_id: Option<String>,
+    /// The route's and service's `name`s (`prefer_name` of the metrics and loggers).
+    pub route_name: Option<Arc<str>>,
+    pub service_name: Option<Arc<str>>,
+    /// The route's `uris` and `hosts`, for `matched_uri` and `matched_host`.
+    pub uris: Arc<[String]>,
+    pub hosts: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -141,8 +147,7 @@ impl Chain {
         Chain {
             wants_body: wants_body(&entries),
             entries,
-            route_id: None,
-            service_id: None,
+            ..Chain::default()
         }
     }
 
@@ -157,8 +162,7 @@ impl Chain {
         Chain {
             wants_body: wants_body(&entries),
             entries,
-            route_id: None,
-            service_id: None,
+            ..Chain::default()
         }
     }
 
@@ -182,6 +186,10 @@ impl Chain {
             entries,
             route_id: self.route_id.clone(),
             service_id: self.service_id.clone(),
+            route_name: self.route_name.clone(),
+            service_name: self.service_name.clone(),
+            uris: self.uris.clone(),
+            hosts: self.hosts.clone(),
         }
     }
 

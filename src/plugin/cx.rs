@@ -48,7 +48,39 @@ pub struct RequestState {
     /// The body is too big to read before the request phases: plugins that want it check it
     /// in [`super::Plugin::check_body`] once it has arrived, before the upstream gets it.
     pub body_later: bool,
+    /// Which of the matched route's `uris` and `hosts` took the request (indexes into the
+    /// chain's [`Chain::uris`] and [`Chain::hosts`]): APISIX's `matched_uri`, `matched_host`.
+    pub matched: (Option<u16>, Option<u16>),
+    /// What the proxy knows once the answer is sent: set before the log phase.
+    pub finished: Option<Finished>,
+    /// The `prometheus` plugin asked for this request to be counted (the route's setting
+    /// over a global rule's, and once however many carry it).
+    pub count_metrics: Option<CountMetrics>,
     scratch: Vec<(ScratchKey, Box<dyn Any + Send + Sync>)>,
+}
+
+/// A finished request, for the log phase (loggers, metrics).
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// From the request header to the last byte of the answer.
+    pub latency: std::time::Duration,
+    /// From the first try to the upstream's last byte, when an upstream was asked.
+    pub upstream_latency: Option<std::time::Duration>,
+    /// The last node tried (also when its connect failed).
+    pub node: Option<std::net::SocketAddr>,
+    /// Header and body bytes read from the client.
+    pub request_bytes: u64,
+    /// Header and body bytes written to the client.
+    pub response_bytes: u64,
+    /// The upstream sent the answer's header (APISIX's `response_source` "upstream").
+    pub from_upstream: bool,
+}
+
+/// How the `prometheus` plugin wants a request counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountMetrics {
+    /// Route and service names in place of ids, where they have one.
+    pub prefer_name: bool,
 }
 
 /// A plugin's name for a value, and which instance of the plugin set it.

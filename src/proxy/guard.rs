@@ -101,6 +101,9 @@ where
             inner.process_new_http(session, shutdown).await
         });
         tokio::pin!(work);
+        // nginx's stub_status states: reading the header, then writing the answer. A reused
+        // connection waits for its next header without a sign of when it starts: `waiting`.
+        let reading = (!reused).then(crate::metrics::connections::reading);
         tokio::select! {
             biased;
             done = &mut work => return done,
@@ -110,6 +113,8 @@ where
                 return None;
             }
         }
+        drop(reading);
+        let _writing = crate::metrics::connections::writing();
         work.await
     }
 
@@ -174,7 +179,9 @@ where
     ) -> Option<Stream> {
         let now_open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         let place = Place(self.open.clone());
-        if self.max > 0 && now_open > self.max {
+        let refused = self.max > 0 && now_open > self.max;
+        let _active = crate::metrics::connections::accepted(!refused);
+        if refused {
             let now = self.started.elapsed().as_secs();
             let last = self.last_logged.load(Ordering::Relaxed);
             if last == u64::MAX || now >= last + 60 {

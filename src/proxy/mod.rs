@@ -2,6 +2,7 @@
 //! forward.
 
 mod body;
+mod finish;
 pub mod guard;
 mod request_line;
 mod respond;
@@ -143,6 +144,16 @@ pub struct Ctx {
     /// The answer for a request refused after its upstream request began (a held body a
     /// plugin refused), written by `fail_to_proxy`.
     pending: Option<crate::plugin::Answer>,
+    /// When the request header was in (`request_time`).
+    started: Option<Instant>,
+    /// The address of the last node tried (the metrics' `node`).
+    node_addr: Option<std::net::SocketAddr>,
+    /// The upstream sent the answer's header.
+    from_upstream: bool,
+    /// The upstream's last body byte arrived.
+    upstream_done: Option<Instant>,
+    request_header_bytes: u64,
+    response_header_bytes: u64,
 }
 
 impl Ctx {
@@ -277,8 +288,11 @@ impl ProxyHttp for Gateway {
     /// still costs every request).
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         guard::header_read();
+        ctx.started = Some(Instant::now());
+        ctx.request_header_bytes = finish::request_header_len(session.req_header());
+        crate::metrics::count_request();
         match self.client.keepalive {
             // Only where the request keeps the connection (not HTTP/1.0 without keep-alive).
             Some(k) if session.get_keepalive().is_some() => {
@@ -319,7 +333,7 @@ impl ProxyHttp for Gateway {
             let path = normalize_path(req.uri.path());
             let host = request_host(req);
             let vars = request_vars(session, &path, host.as_deref(), ip);
-            tables
+            let found = tables
                 .router
                 .find(&Request {
                     host: host.as_deref(),
@@ -328,7 +342,12 @@ impl ProxyHttp for Gateway {
                     remote_addr: ip,
                     vars: &vars,
                 })
-                .cloned()
+                .cloned();
+            if let Some(entry) = &found {
+                ctx.plugins.matched =
+                    finish::matched(&entry.route.uris, &entry.hosts, &path, host.as_deref());
+            }
+            found
         };
         ctx.client_ip = ip;
         ctx.plugins.client_ip = ip;
@@ -515,6 +534,7 @@ impl ProxyHttp for Gateway {
         } else {
             String::new()
         };
+        ctx.node_addr = Some(addr);
         let mut peer = HttpPeer::new(addr, tls, sni);
         // APISIX does not verify upstream certificates unless `tls.verify` is set.
         let verify = target.upstream.tls.verify;
@@ -705,6 +725,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.plugins.status = resp.status.as_u16();
         ctx.header_filters(session, resp);
+        ctx.response_header_bytes = finish::response_header_len(resp);
         Ok(())
     }
 
@@ -726,6 +747,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.plugins.upstream_status = Some(resp.status.as_u16());
+        ctx.from_upstream = true;
         ctx.upstream_closes = closes_connection(resp);
         if let (Some((node, started)), Some(target)) = (&ctx.current, &ctx.target) {
             node.stats.observe(started.elapsed());
@@ -744,8 +766,23 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.upstream_done = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.plugins.finished = Some(finish::finished(session, ctx));
         ctx.each_chain(session, |c, cx| c.log(cx));
+        finish::count(ctx);
         if let Some((node, _)) = ctx.current.take() {
             node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         }

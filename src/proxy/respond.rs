@@ -89,6 +89,7 @@ pub async fn send(session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Resul
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header("Content-Length", len.to_string())?;
     ctx.plugins.status = resp.status.as_u16();
+    ctx.response_header_bytes = super::finish::response_header_len(&resp);
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), false).await?;
     session

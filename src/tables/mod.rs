@@ -571,7 +571,9 @@ impl Tables {
         } else {
             route.hosts.clone()
         };
-        let chain = Arc::new(self.route_chain(&route));
+        let mut chain = self.route_chain(&route);
+        chain.hosts = hosts.clone().into();
+        let chain = Arc::new(chain);
         if let Err(problem) = self.split_upstreams(&route.id, &chain) {
             // Fail closed: the route is not served without the split it asks for.
             log::error!("{problem}");
@@ -657,6 +659,9 @@ impl Tables {
         let mut chain = Chain::build(layers);
         chain.route_id = Some(route.id.to_string());
         chain.service_id = route.service_id.as_ref().map(|s| s.to_string());
+        chain.route_name = route.name.as_deref().map(Arc::from);
+        chain.service_name = service.and_then(|s| s.item.name.as_deref()).map(Arc::from);
+        chain.uris = route.uris.clone().into();
         chain
     }
 

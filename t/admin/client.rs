@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use super::harness::gateway::Echo;
-use super::harness::{EtcdMember, TempDir};
+use super::harness::{python_venv, EtcdMember, TempDir};
 use super::{Admin, ADMIN_KEY};
 
 /// The script the SDK runs: every step asserts what Portico answered, and the gateway
@@ -57,32 +57,10 @@ fn a_python_admin_sdk_from_pypi_drives_portico() {
     let a = Admin::start(&etcd);
     let echo = Echo::start("up");
     let dir = TempDir::new("sdk");
-    let venv = dir.path().join("venv");
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 -m venv")
-        .success();
-    assert!(ok, "python3 -m venv failed");
-    let pip = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "apisix-client==1.0.3",
-        ])
-        .output()
-        .expect("pip");
-    assert!(
-        pip.status.success(),
-        "pip install apisix-client: {}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
+    let python = python_venv(dir.path(), &["apisix-client==1.0.3"]);
     let script = dir.path().join("sdk.py");
     std::fs::write(&script, SCRIPT).unwrap();
-    let out = Command::new(venv.join("bin/python"))
+    let out = Command::new(&python)
         .arg(&script)
         .env("ADMIN", format!("127.0.0.1:{}", a.port))
         .env("PROXY", format!("127.0.0.1:{}", a.gateway.port))

@@ -634,3 +634,32 @@ impl Relay {
         }
     }
 }
+
+/// A Python venv in `dir` with `packages` from PyPI (tools nobody here wrote: an SDK, a
+/// Prometheus parser); returns its `python`.
+pub fn python_venv(dir: &Path, packages: &[&str]) -> PathBuf {
+    let venv = dir.join("venv");
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv")
+        .success();
+    assert!(ok, "python3 -m venv failed");
+    let pip = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
+        .args(packages)
+        .output()
+        .expect("pip");
+    assert!(
+        pip.status.success(),
+        "pip install {packages:?}: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    venv.join("bin/python")
+}
