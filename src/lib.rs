@@ -33,6 +33,8 @@
 //!   snapshot's `ssls` (parsed and checked when they load, in the model).
 //! - [`upstream`]: balancers, health checks, the keepalive pool accounting.
 //! - [`status`]: `/status` and friends, on their own listener.
+//! - [`logs`]: where finished requests are written off the request path: the access log's
+//!   writer, and the logger plugins' batch processor and sinks (HTTP, file, TCP, UDP).
 //! - [`metrics`]: APISIX's Prometheus metrics: per-thread counters the proxy records into
 //!   when the `prometheus` plugin asks, folded by the exporter on its own listener.
 //! - [`admin`]: APISIX's Admin API, a writer to etcd beside the data path: it checks bodies
@@ -48,6 +50,7 @@ pub mod admin;
 pub mod config;
 pub mod etcd;
 pub mod keyring;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod net;

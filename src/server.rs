@@ -160,7 +160,7 @@ fn etcd_client(s: &EtcdSettings) -> Result<crate::etcd::Client, crate::etcd::Err
 /// as the command line says.
 pub fn run(mut registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::logs::errors::init();
 
     let config = match GatewayConfig::load(&cli.conf) {
         Ok(c) => c,
@@ -280,8 +280,18 @@ pub fn run(mut registry: Registry) -> ExitCode {
     ));
 
     let pools = Arc::new(crate::upstream::keepalive::Pools::default());
+    if let Some(target) = config.access_log.target() {
+        server.add_service(background_service(
+            "access log",
+            crate::logs::access::AccessLogService {
+                target,
+                buffer: config.access_log.buffer,
+            },
+        ));
+        crate::logs::want_details();
+    }
     let p = &config.proxy;
-    let gateway = Gateway::new(store.clone(), p.upstream_ca_certs.clone(), pools.clone())
+    let mut gateway = Gateway::new(store.clone(), p.upstream_ca_certs.clone(), pools.clone())
         .with_client_timeouts(ClientTimeouts {
             body: Duration::from_secs_f64(p.client_body_timeout),
             send: Duration::from_secs_f64(p.send_timeout),
@@ -289,6 +299,9 @@ pub fn run(mut registry: Registry) -> ExitCode {
                 .then(|| Duration::from_secs_f64(p.keepalive_timeout)),
             max_body: p.client_max_body_size,
         });
+    if config.access_log.target().is_some() {
+        gateway = gateway.with_access_log(&config.access_log.format);
+    }
     let limits = ClientLimits {
         header_timeout: Duration::from_secs_f64(p.client_header_timeout),
         keepalive_timeout: (p.keepalive_timeout > 0.0)

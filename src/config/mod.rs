@@ -31,6 +31,53 @@ pub struct GatewayConfig {
     /// The Prometheus exporter (APISIX's `plugin_attr.prometheus`); off when absent.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// One line per request (APISIX's `nginx_config.http.access_log`); off when absent.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// `access_log:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file (relative to config.yaml's directory), `stdout`, or empty for none.
+    #[serde(default)]
+    pub path: String,
+    /// nginx's `log_format` language; APISIX's default format when absent.
+    #[serde(default = "default_access_format")]
+    pub format: String,
+    /// Lines waiting for the disk before new ones are dropped (APISIX's access_log_buffer).
+    #[serde(default = "default_access_buffer")]
+    pub buffer: usize,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            path: String::new(),
+            format: default_access_format(),
+            buffer: default_access_buffer(),
+        }
+    }
+}
+
+fn default_access_format() -> String {
+    crate::logs::access::DEFAULT_FORMAT.into()
+}
+
+fn default_access_buffer() -> usize {
+    16384
+}
+
+impl AccessLogConfig {
+    /// Where the lines go; `None`: nowhere.
+    pub fn target(&self) -> Option<crate::logs::access::Target> {
+        match self.path.as_str() {
+            "" => None,
+            "stdout" | "/dev/stdout" => Some(crate::logs::access::Target::Stdout),
+            p => Some(crate::logs::access::Target::File(p.into())),
+        }
+    }
 }
 
 /// `metrics:`: where the `prometheus` plugin's counters are scraped.
@@ -520,7 +567,15 @@ impl GatewayConfig {
         }
         config.admin.check(config.config.provider).map_err(err)?;
         config.metrics.check().map_err(err)?;
+        if config.access_log.buffer == 0 {
+            return Err(err("access_log.buffer: must be at least 1".into()));
+        }
+
         let base = path.parent().unwrap_or(Path::new("."));
+        let access = &mut config.access_log.path;
+        if !access.is_empty() && access != "stdout" && Path::new(access.as_str()).is_relative() {
+            *access = base.join(access.as_str()).display().to_string();
+        }
         if let Some(ca) = &mut config.proxy.upstream_ca {
             if ca.is_relative() {
                 *ca = base.join(&*ca);

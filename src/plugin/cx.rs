@@ -72,8 +72,20 @@ pub struct Finished {
     pub request_bytes: u64,
     /// Header and body bytes written to the client.
     pub response_bytes: u64,
+    /// Body bytes written to the client.
+    pub body_bytes_sent: u64,
     /// The upstream sent the answer's header (APISIX's `response_source` "upstream").
     pub from_upstream: bool,
+    /// When the request began (APISIX's `start_time`).
+    pub start_time: Option<std::time::SystemTime>,
+    /// The request line as the client sent it, before any plugin rewrote it (`$request`).
+    pub method: http::Method,
+    pub request_uri: http::Uri,
+    pub version: http::Version,
+    /// The request as it went upstream (`$upstream_scheme`, `$upstream_host`, `$upstream_uri`).
+    pub upstream_scheme: &'static str,
+    pub upstream_host: Option<http::HeaderValue>,
+    pub upstream_uri: Option<http::Uri>,
 }
 
 /// How the `prometheus` plugin wants a request counted.
@@ -126,6 +138,32 @@ impl RequestState {
             .iter_mut()
             .find(|(k, _)| *k == (key, instance))
             .and_then(|(_, v)| v.downcast_mut())
+    }
+
+    /// Like [`Self::get_mut_at`], setting the default first when there is none.
+    pub fn get_or_default_at<T: Any + Send + Sync + Default>(
+        &mut self,
+        key: &'static str,
+        instance: usize,
+    ) -> &mut T {
+        let at = match self
+            .scratch
+            .iter()
+            .position(|(k, v)| *k == (key, instance) && v.is::<T>())
+        {
+            Some(i) => i,
+            None => {
+                self.scratch.retain(|(k, _)| *k != (key, instance));
+                self.scratch.push(((key, instance), Box::new(T::default())));
+                self.scratch.len() - 1
+            }
+        };
+        let slot: &mut (dyn Any + Send + Sync) = &mut *self.scratch[at].1;
+        match slot.downcast_mut::<T>() {
+            Some(v) => v,
+            // The slot holds a T: it was checked or just made so.
+            None => unreachable!(),
+        }
     }
 
     /// Like [`Self::set`] for one instance of a plugin.
@@ -192,6 +230,102 @@ impl Cx<'_> {
             base,
             state: self.state,
         })
+    }
+}
+
+impl Cx<'_> {
+    /// Like [`Cx::with_vars`], with the variables of a finished request too (`$status`,
+    /// `$request_time`, `$upstream_addr`, `$bytes_sent`, `$time_local`, …), for the log
+    /// phase. `$request` and `$request_uri` are the request as the client sent it.
+    pub fn with_log_vars<R>(&self, f: impl FnOnce(&dyn VarLookup) -> R) -> R {
+        let state = &*self.state;
+        self.with_vars(|base| f(&LogVars { base, state }))
+    }
+}
+
+/// A finished request's variables over the request's.
+struct LogVars<'a> {
+    base: &'a dyn VarLookup,
+    state: &'a RequestState,
+}
+
+/// Seconds with milliseconds, as nginx writes times (`0.003`).
+fn seconds(d: std::time::Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+fn version_text(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl VarLookup for LogVars<'_> {
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        let state = self.state;
+        let Some(done) = state.finished.as_ref() else {
+            return self.base.var(name);
+        };
+        let owned = |s: String| Some(Cow::Owned(s));
+        match name {
+            "status" => owned(state.status.to_string()),
+            "request_time" => owned(seconds(done.latency)),
+            "upstream_response_time" => done.upstream_latency.map(seconds).map(Cow::Owned),
+            "upstream_addr" => done.node.map(|a| Cow::Owned(a.to_string())),
+            "upstream_status" => state.upstream_status.map(|s| Cow::Owned(s.to_string())),
+            "bytes_sent" => owned(done.response_bytes.to_string()),
+            "body_bytes_sent" => owned(done.body_bytes_sent.to_string()),
+            "request_length" => owned(done.request_bytes.to_string()),
+            "request" => owned(format!(
+                "{} {} {}",
+                done.method,
+                done.request_uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str()),
+                version_text(done.version)
+            )),
+            "request_uri" => match done.request_uri.path_and_query() {
+                Some(p) => Some(Cow::Borrowed(p.as_str())),
+                None => self.base.var(name),
+            },
+            "server_protocol" => Some(Cow::Borrowed(version_text(done.version))),
+            "upstream_scheme" => done.node.map(|_| Cow::Borrowed(done.upstream_scheme)),
+            "upstream_host" => done
+                .upstream_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(Cow::Borrowed),
+            "upstream_uri" => done
+                .upstream_uri
+                .as_ref()
+                .and_then(|u| u.path_and_query())
+                .map(|p| Cow::Borrowed(p.as_str())),
+            "time_local" => owned(
+                chrono::Local::now()
+                    .format("%d/%b/%Y:%H:%M:%S %z")
+                    .to_string(),
+            ),
+            "time_iso8601" => owned(
+                chrono::Local::now()
+                    .format("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string(),
+            ),
+            "msec" => owned(format!("{:.3}", crate::status::now_secs())),
+            "remote_user" => self.base.var("http_authorization").and_then(|a| {
+                let b64 = a.strip_prefix("Basic ")?;
+                let raw =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+                        .ok()?;
+                let text = String::from_utf8(raw).ok()?;
+                let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+                Some(Cow::Owned(user.to_string()))
+            }),
+            _ => self.base.var(name),
+        }
     }
 }
 

@@ -41,6 +41,8 @@ mod key_auth;
 mod limit_conn;
 mod limit_count;
 mod limit_req;
+mod logger;
+mod loggers;
 mod mocking;
 mod multi_auth;
 mod prometheus;
@@ -142,6 +144,8 @@ fn register_builtins(r: &mut Registry) {
     r.register(cors::CorsFactory);
     r.register(csrf::CsrfFactory);
     r.register(fault_injection::FaultInjectionFactory);
+    r.register(loggers::FileLoggerFactory);
+    r.register(loggers::HttpLoggerFactory);
     r.register(hmac_auth::HmacAuthFactory);
     r.register(ip_restriction::IpRestrictionFactory);
     r.register(jwt_auth::JwtAuthFactory);
@@ -157,6 +161,8 @@ fn register_builtins(r: &mut Registry) {
     r.register(real_ip::RealIpFactory);
     r.register(redirect::RedirectFactory);
     r.register(referer_restriction::RefererRestrictionFactory);
+    r.register(loggers::TcpLoggerFactory);
+    r.register(loggers::UdpLoggerFactory);
     r.register(request_id::RequestIdFactory);
     r.register(request_validation::RequestValidationFactory);
     r.register(response_rewrite::ResponseRewriteFactory);

@@ -79,6 +79,17 @@ impl Template {
         self.render_with(|name| cx.var(name))
     }
 
+    /// Writes the text into `out`, each variable by `var` (which writes its value, or its
+    /// stand-in, itself: the access log escapes values and writes `-` for a missing one).
+    pub fn render_each(&self, out: &mut String, mut var: impl FnMut(&str, &mut String)) {
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Var { name, .. } => var(name, out),
+            }
+        }
+    }
+
     /// Like [`Template::render`] with variables from `lookup`.
     pub fn render_with(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
         let mut out = String::new();

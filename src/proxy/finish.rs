@@ -32,11 +32,13 @@ fn fields_len(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
-/// Fills in what the log phase reads about the request.
-pub fn finished(session: &Session, ctx: &Ctx) -> Finished {
+/// Fills in what the log phase reads about the request (taking the request's details).
+pub fn finished(session: &Session, ctx: &mut Ctx) -> Finished {
     let now = Instant::now();
     let started = ctx.started.unwrap_or(now);
-    Finished {
+    let details = ctx.details.take();
+    let body_bytes_sent = session.body_bytes_sent() as u64;
+    let mut done = Finished {
         latency: now.saturating_duration_since(started),
         upstream_latency: ctx.first_try.map(|t| {
             ctx.upstream_done
@@ -45,9 +47,29 @@ pub fn finished(session: &Session, ctx: &Ctx) -> Finished {
         }),
         node: ctx.node_addr,
         request_bytes: ctx.request_header_bytes + session.body_bytes_read() as u64,
-        response_bytes: ctx.response_header_bytes + session.body_bytes_sent() as u64,
+        response_bytes: ctx.response_header_bytes + body_bytes_sent,
+        body_bytes_sent,
         from_upstream: ctx.from_upstream,
+        upstream_scheme: match ctx.target.as_ref() {
+            Some(t) if t.upstream.scheme.is_tls() => "https",
+            _ => "http",
+        },
+        ..Finished::default()
+    };
+    if let Some(d) = details {
+        let d = *d;
+        done.start_time = Some(d.start_time);
+        done.method = d.method;
+        done.request_uri = d.uri;
+        done.version = d.version;
+        done.upstream_host = d.upstream_host;
+        done.upstream_uri = d.upstream_uri;
+    } else {
+        let req = session.req_header();
+        done.method = req.method.clone();
+        done.version = req.version;
     }
+    done
 }
 
 /// Records the request in the metrics if a `prometheus` plugin asked for it. Every label is

@@ -43,6 +43,8 @@ pub struct Gateway {
     client: ClientTimeouts,
     /// Config errors seen by requests, logged once a minute each rather than per request.
     said: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The access log's line format, when there is an access log.
+    access_log: Option<crate::plugin::Template>,
 }
 
 /// How often one config error met by requests is logged again.
@@ -82,6 +84,7 @@ impl Gateway {
             pools,
             client: ClientTimeouts::default(),
             said: Default::default(),
+            access_log: None,
         }
     }
 
@@ -101,6 +104,12 @@ impl Gateway {
         }
         said.insert(message.to_string(), now);
         log::error!("{message} (said once a minute while it lasts)");
+    }
+
+    /// Writes one line per request in `format` (nginx's `log_format` language).
+    pub fn with_access_log(mut self, format: &str) -> Gateway {
+        self.access_log = Some(crate::plugin::Template::parse(format));
+        self
     }
 
     pub fn with_client_timeouts(mut self, client: ClientTimeouts) -> Gateway {
@@ -154,6 +163,19 @@ pub struct Ctx {
     upstream_done: Option<Instant>,
     request_header_bytes: u64,
     response_header_bytes: u64,
+    /// What the access log and the logger plugins read of the request beyond the counters,
+    /// taken only while something logs requests (see `logs::details_wanted`).
+    details: Option<Box<Details>>,
+}
+
+/// The request line as it came and the request as it went upstream.
+struct Details {
+    start_time: std::time::SystemTime,
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    upstream_host: Option<http::HeaderValue>,
+    upstream_uri: Option<http::Uri>,
 }
 
 impl Ctx {
@@ -293,6 +315,17 @@ impl ProxyHttp for Gateway {
         ctx.started = Some(Instant::now());
         ctx.request_header_bytes = finish::request_header_len(session.req_header());
         crate::metrics::count_request();
+        if crate::logs::details_wanted() {
+            let req = session.req_header();
+            ctx.details = Some(Box::new(Details {
+                start_time: std::time::SystemTime::now(),
+                method: req.method.clone(),
+                uri: req.uri.clone(),
+                version: req.version,
+                upstream_host: None,
+                upstream_uri: None,
+            }));
+        }
         match self.client.keepalive {
             // Only where the request keeps the connection (not HTTP/1.0 without keep-alive).
             Some(k) if session.get_keepalive().is_some() => {
@@ -631,6 +664,10 @@ impl ProxyHttp for Gateway {
             up.insert_header(http::header::CONNECTION, "close")?;
         }
         ctx.each_chain(session, |c, cx| c.before_proxy(cx, up));
+        if let Some(d) = ctx.details.as_mut() {
+            d.upstream_host = up.headers.get(http::header::HOST).cloned();
+            d.upstream_uri = Some(up.uri.clone());
+        }
         Ok(())
     }
 
@@ -783,6 +820,20 @@ impl ProxyHttp for Gateway {
         ctx.plugins.finished = Some(finish::finished(session, ctx));
         ctx.each_chain(session, |c, cx| c.log(cx));
         finish::count(ctx);
+        if let Some(format) = &self.access_log {
+            let cx = Cx {
+                session,
+                state: &mut ctx.plugins,
+            };
+            let mut line = String::with_capacity(256);
+            cx.with_log_vars(|vars| {
+                format.render_each(&mut line, |name, out| match vars.var(name) {
+                    Some(v) => crate::logs::access::escape_into(out, &v),
+                    None => out.push('-'),
+                })
+            });
+            crate::logs::access::write(line);
+        }
         if let Some((node, _)) = ctx.current.take() {
             node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         }

@@ -191,7 +191,7 @@ fn a_global_rule_that_cannot_be_honoured_refuses_every_request() {
     let echo = Echo::start("g");
     let routes = vec![json!({"id": "open", "uri": "/open"})];
     let rules = vec![json!({"id": "g1", "plugins": {
-        "ip-restriction": {"whitelist": ["127.0.0.0/8"]}, "prometheus": {}}})];
+        "ip-restriction": {"whitelist": ["127.0.0.0/8"]}, "skywalking": {}}})];
     let g = start(&echo, routes.clone(), &[("global_rules", rules.clone())]);
     // Served without its ip-restriction would be open to all: nothing is served instead.
     assert_eq!(g.get("/open", None).status, 503);
@@ -204,5 +204,5 @@ fn a_global_rule_that_cannot_be_honoured_refuses_every_request() {
         "plugins: [ip-restriction]\n",
     );
     assert_eq!(g.get("/open", None).status, 200);
-    assert!(g.log().contains("plugin prometheus is not enabled"));
+    assert!(g.log().contains("plugin skywalking is not enabled"));
 }

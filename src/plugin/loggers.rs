@@ -1,0 +1,269 @@
+//! APISIX's logger plugins over [`super::logger::Logger`]: `http-logger`, `file-logger`,
+//! `tcp-logger`, `udp-logger`. Each checks where it sends, then shares the entry and the
+//! batch processor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::logger::{known_fields, Common, Logger};
+use super::{parse_settings, Factory, Plugin};
+use crate::logs::batch::BatchSettings;
+use crate::logs::sink::{Encoding, Endpoint, FileSink, HttpSink, TcpSink, UdpSink};
+
+fn common_and_batch(settings: &Value) -> Result<(Common, BatchSettings), String> {
+    Ok((parse_settings(settings)?, parse_settings(settings)?))
+}
+
+fn positive(field: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 && v < 1e6 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!(
+            "property \"{field}\" validation failed: expected > 0"
+        ))
+    }
+}
+
+pub struct HttpLoggerFactory;
+
+#[derive(Deserialize)]
+struct HttpSettings {
+    uri: String,
+    auth_header: Option<String>,
+    #[serde(default = "three")]
+    timeout: f64,
+    #[serde(default = "json_concat")]
+    concat_method: String,
+    #[serde(default)]
+    ssl_verify: bool,
+}
+
+fn three() -> f64 {
+    3.0
+}
+
+fn json_concat() -> String {
+    "json".into()
+}
+
+impl Factory for HttpLoggerFactory {
+    fn name(&self) -> &'static str {
+        "http-logger"
+    }
+    fn priority(&self) -> i32 {
+        410
+    }
+    fn encrypt_fields(&self) -> &'static [&'static str] {
+        &["auth_header"]
+    }
+    fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        known_fields(
+            settings,
+            &[
+                "uri",
+                "auth_header",
+                "timeout",
+                "concat_method",
+                "ssl_verify",
+            ],
+            true,
+        )?;
+        let s: HttpSettings = parse_settings(settings)?;
+        let (common, batch) = common_and_batch(settings)?;
+        let encoding = match s.concat_method.as_str() {
+            "json" => Encoding::JsonArray,
+            "new_line" => Encoding::Lines,
+            other => {
+                return Err(format!(
+                    "property \"concat_method\" validation failed: matches none of the enum values (json, new_line): {other:?}"
+                ))
+            }
+        };
+        let sink = HttpSink {
+            endpoint: Endpoint::parse(&s.uri)?,
+            auth_header: s.auth_header,
+            timeout: positive("timeout", s.timeout)?,
+            verify: s.ssl_verify,
+            encoding,
+            connector: pingora_core::connectors::http::v1::Connector::new(None),
+        };
+        Ok(Arc::new(Logger::new(
+            "http-logger",
+            common,
+            batch,
+            Arc::new(sink),
+        )?))
+    }
+}
+
+pub struct FileLoggerFactory;
+
+#[derive(Deserialize)]
+struct FileSettings {
+    path: String,
+}
+
+impl Factory for FileLoggerFactory {
+    fn name(&self) -> &'static str {
+        "file-logger"
+    }
+    fn priority(&self) -> i32 {
+        399
+    }
+    fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        known_fields(settings, &["path"], false)?;
+        let s: FileSettings = parse_settings(settings)?;
+        if s.path.is_empty() {
+            return Err("property \"path\" validation failed: string too short".into());
+        }
+        let common: Common = parse_settings(settings)?;
+        // APISIX writes each entry as the request ends: a batch of what arrived in a second.
+        let batch = BatchSettings {
+            inactive_timeout: 1,
+            buffer_duration: 1,
+            ..BatchSettings::default()
+        };
+        Ok(Arc::new(Logger::new(
+            "file-logger",
+            common,
+            batch,
+            Arc::new(FileSink::new(s.path.into())),
+        )?))
+    }
+}
+
+pub struct TcpLoggerFactory;
+
+#[derive(Deserialize)]
+struct TcpSettings {
+    host: String,
+    port: u16,
+    #[serde(default)]
+    tls: bool,
+    tls_options: Option<String>,
+    /// Milliseconds.
+    #[serde(default = "thousand")]
+    timeout: f64,
+}
+
+fn thousand() -> f64 {
+    1000.0
+}
+
+impl Factory for TcpLoggerFactory {
+    fn name(&self) -> &'static str {
+        "tcp-logger"
+    }
+    fn priority(&self) -> i32 {
+        405
+    }
+    fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        known_fields(
+            settings,
+            &["host", "port", "tls", "tls_options", "timeout"],
+            true,
+        )?;
+        let s: TcpSettings = parse_settings(settings)?;
+        let (common, batch) = common_and_batch(settings)?;
+        let sink = TcpSink {
+            host: s.host,
+            port: s.port,
+            tls: s.tls,
+            tls_server_name: s.tls_options,
+            timeout: positive("timeout", s.timeout / 1000.0)?,
+        };
+        Ok(Arc::new(Logger::new(
+            "tcp-logger",
+            common,
+            batch,
+            Arc::new(sink),
+        )?))
+    }
+}
+
+pub struct UdpLoggerFactory;
+
+#[derive(Deserialize)]
+struct UdpSettings {
+    host: String,
+    port: u16,
+    /// Seconds.
+    #[serde(default = "three")]
+    timeout: f64,
+}
+
+impl Factory for UdpLoggerFactory {
+    fn name(&self) -> &'static str {
+        "udp-logger"
+    }
+    fn priority(&self) -> i32 {
+        400
+    }
+    fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        known_fields(settings, &["host", "port", "timeout"], true)?;
+        let s: UdpSettings = parse_settings(settings)?;
+        let (common, batch) = common_and_batch(settings)?;
+        let sink = UdpSink {
+            host: s.host,
+            port: s.port,
+            timeout: positive("timeout", s.timeout)?,
+        };
+        Ok(Arc::new(Logger::new(
+            "udp-logger",
+            common,
+            batch,
+            Arc::new(sink),
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(f: &dyn Factory, v: Value) -> String {
+        f.build(&v).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn settings_are_checked_by_field() {
+        assert!(HttpLoggerFactory
+            .build(&json!({"uri": "http://127.0.0.1:1/x"}))
+            .is_ok());
+        assert!(err(&HttpLoggerFactory, json!({})).contains("uri"));
+        assert!(err(&HttpLoggerFactory, json!({"uri": "ftp://x"})).contains("uri"));
+        assert!(err(
+            &HttpLoggerFactory,
+            json!({"uri": "http://a", "concat_method": "xml"})
+        )
+        .contains("concat_method"));
+        assert!(err(
+            &HttpLoggerFactory,
+            json!({"uri": "http://a", "batch_max_size": 0})
+        )
+        .contains("batch_max_size"));
+        assert!(
+            err(&HttpLoggerFactory, json!({"uri": "http://a", "colour": 1})).contains("colour")
+        );
+        assert!(
+            err(&HttpLoggerFactory, json!({"uri": "http://a", "timeout": 0})).contains("timeout")
+        );
+        assert!(err(&FileLoggerFactory, json!({"path": ""})).contains("path"));
+        assert!(err(
+            &FileLoggerFactory,
+            json!({"path": "a", "batch_max_size": 3})
+        )
+        .contains("batch_max_size"));
+        assert!(err(&TcpLoggerFactory, json!({"host": "a"})).contains("port"));
+        assert!(err(&UdpLoggerFactory, json!({"host": "a", "port": 70000})).contains("port"));
+        assert!(err(
+            &UdpLoggerFactory,
+            json!({"host": "a", "port": 1, "include_req_body_expr": [["x"]]})
+        )
+        .contains("include_req_body_expr"));
+    }
+}

@@ -1,0 +1,347 @@
+//! The access log and the logger plugins through the real binary: lines on disk (and after a
+//! logrotate-style rename and SIGUSR1), entries received by real HTTP, TCP and UDP servers,
+//! and a dead log server that never slows the proxy.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use harness::gateway::{Echo, Gateway};
+use harness::{wait_until, TempDir};
+
+fn yaml(routes: &[Value]) -> String {
+    let mut s = String::from("routes:\n");
+    for r in routes {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    s.push_str("#END\n");
+    s
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn the_access_log_has_apisix_default_lines_and_follows_logrotate() {
+    let echo = Echo::start("up");
+    let dir = TempDir::new("access");
+    let log = dir.path().join("logs/access.log");
+    let g = Gateway::start_with_config(
+        &yaml(&[
+            json!({"id": "1", "uri": "/hello", "upstream": {"nodes": {echo.addr(): 1}},
+                       "plugins": {"proxy-rewrite": {"uri": "/rewritten"}}}),
+        ]),
+        &format!("access_log:\n  path: \"{}\"\n", log.display()),
+    );
+    let r = g.request(
+        "GET",
+        "/hello?a=1",
+        &[("User-Agent", "test \"agent\""), ("Referer", "http://r/")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(g.get("/nowhere", None).status, 404);
+    assert!(wait_until(Duration::from_secs(5), || read(&log)
+        .lines()
+        .count()
+        == 2));
+    let text = read(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    // $remote_addr - $remote_user [$time_local] $http_host "$request" $status
+    // $body_bytes_sent $request_time "$http_referer" "$http_user_agent" $upstream_addr
+    // $upstream_status $upstream_response_time "$upstream_scheme://$upstream_host$upstream_uri"
+    // "$apisix_request_id"
+    let first = lines[0];
+    assert!(first.starts_with("127.0.0.1 - - ["), "{first}");
+    let after_time = first.split_once("] ").unwrap().1;
+    let fields: Vec<&str> = after_time.splitn(3, ' ').collect();
+    assert_eq!(fields[0], "localhost", "{first}");
+    assert!(
+        after_time.contains("\"GET /hello?a=1 HTTP/1.1\" 200 "),
+        "the request line as the client sent it: {first}"
+    );
+    assert!(
+        first.contains("\"http://r/\" \"test \\x22agent\\x22\""),
+        "{first}"
+    );
+    assert!(first.contains(&format!(" {} 200 ", echo.addr())), "{first}");
+    assert!(
+        first.contains(&format!("\"http://{}/rewritten?a=1\"", "localhost")),
+        "the request as it went upstream: {first}"
+    );
+    let second = lines[1];
+    assert!(
+        second.contains("\"GET /nowhere HTTP/1.1\" 404 ") && second.contains(" - - - \"-://--\""),
+        "no upstream: {second}"
+    );
+
+    // logrotate: rename, SIGUSR1, the next lines go to a new file
+    let rotated = dir.path().join("logs/access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let ok = Command::new("kill")
+        .args(["-USR1", &g.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(wait_until(Duration::from_secs(5), || {
+        g.get("/hello", None);
+        log.exists() && read(&log).contains("/hello")
+    }));
+    // what was written before the writer saw the signal stays in the renamed file
+    assert!(read(&rotated).starts_with(&text), "{}", read(&rotated));
+    assert!(g.ready(), "SIGUSR1 does not stop the gateway");
+}
+
+#[test]
+fn a_custom_access_log_format() {
+    let echo = Echo::start("up");
+    let dir = TempDir::new("access-fmt");
+    let log = dir.path().join("a.log");
+    let g = Gateway::start_with_config(
+        &yaml(&[json!({"id": "r1", "uri": "/x", "upstream": {"nodes": {echo.addr(): 1}}})]),
+        &format!(
+            "access_log:\n  path: \"{}\"\n  format: '$status $request_method $uri $route_id $arg_q $http_x_missing'\n",
+            log.display()
+        ),
+    );
+    assert_eq!(g.get("/x?q=1", None).status, 200);
+    assert!(wait_until(Duration::from_secs(5), || !read(&log).is_empty()));
+    assert_eq!(read(&log), "200 GET /x r1 1 -\n");
+}
+
+/// A TCP server that keeps what it receives, one connection at a time.
+fn tcp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            keep.lock().unwrap().push(buf);
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn http_logger_sends_apisix_entries_in_batches() {
+    let echo = Echo::start("up");
+    let receiver = Echo::start("logs");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let g = Gateway::start(&format!(
+        "{}consumers:\n  - {}\n#END\n",
+        yaml(&[
+            json!({"id": "1", "uri": "/full", "upstream": up,
+                   "plugins": {"key-auth": {}, "http-logger": {
+                       "uri": format!("http://{}/logs?x=1", receiver.addr()),
+                       "auth_header": "Bearer t", "batch_max_size": 2, "inactive_timeout": 1,
+                       "include_req_body": true, "include_resp_body": true}}}),
+            json!({"id": "2", "uri": "/custom", "upstream": up,
+                   "plugins": {"http-logger": {
+                       "uri": format!("http://{}/custom", receiver.addr()),
+                       "batch_max_size": 1, "concat_method": "new_line",
+                       "log_format": {"host": "$host", "client": "$remote_addr", "st": "$status",
+                                      "fixed": 7, "nested": {"m": "$request_method"}}}}}),
+        ])
+        .trim_end_matches("#END\n"),
+        json!({"username": "jack", "plugins": {"key-auth": {"key": "k1"}}})
+    ));
+    for body in ["one", "two", "three"] {
+        let r = harness::gateway::request(g.port, "POST", "/full?q=v", &[("apikey", "k1")], body);
+        assert_eq!(r.status, 200);
+    }
+    // two at once (a full batch), the third after inactive_timeout
+    assert!(wait_until(Duration::from_secs(10), || receiver
+        .seen()
+        .len()
+        >= 2));
+    let seen = receiver.seen();
+    assert_eq!(seen[0]["path"], "/logs?x=1");
+    assert_eq!(seen[0]["method"], "POST");
+    assert_eq!(seen[0]["headers"]["authorization"], "Bearer t");
+    assert_eq!(seen[0]["headers"]["content-type"], "application/json");
+    let batch: Vec<Value> = serde_json::from_str(seen[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(batch.len(), 2);
+    let e = &batch[0];
+    assert_eq!(e["route_id"], "1");
+    assert_eq!(e["service_id"], "");
+    assert_eq!(e["request"]["method"], "POST");
+    assert_eq!(e["request"]["uri"], "/full?q=v");
+    assert_eq!(e["request"]["querystring"]["q"], "v");
+    assert_eq!(e["request"]["headers"]["apikey"], "k1");
+    assert_eq!(e["request"]["body"], "one");
+    assert!(e["request"]["url"].as_str().unwrap().ends_with("/full?q=v"));
+    assert!(e["request"]["size"].as_u64().unwrap() > 0);
+    assert_eq!(e["response"]["status"], 200);
+    assert!(e["response"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("\"server\":\"up\""));
+    assert!(e["response"]["headers"]["content-length"].is_string());
+    assert_eq!(e["upstream"], echo.addr());
+    assert_eq!(e["consumer"]["username"], "jack");
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert!(e["latency"].as_f64().unwrap() >= 0.0);
+    assert!(e["upstream_latency"].as_f64().is_some());
+    assert!(e["apisix_latency"].as_f64().is_some());
+    assert!(e["start_time"].as_u64().unwrap() > 1_700_000_000_000);
+    assert!(!e["server"]["hostname"].as_str().unwrap().is_empty());
+    assert!(wait_until(Duration::from_secs(10), || receiver
+        .seen()
+        .len()
+        >= 2
+        && receiver
+            .seen()
+            .iter()
+            .filter(|s| s["path"] == "/logs?x=1")
+            .count()
+            == 2));
+
+    assert_eq!(g.get("/custom", Some("example.com")).status, 200);
+    assert!(wait_until(Duration::from_secs(10), || receiver
+        .seen()
+        .iter()
+        .any(|s| s["path"] == "/custom")));
+    let custom = receiver
+        .seen()
+        .into_iter()
+        .find(|s| s["path"] == "/custom")
+        .unwrap();
+    assert_eq!(custom["headers"]["content-type"], "text/plain");
+    let entry: Value = serde_json::from_str(custom["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        entry,
+        json!({"host": "example.com", "client": "127.0.0.1", "st": "200", "fixed": 7,
+               "nested": {"m": "GET"}, "route_id": "2"})
+    );
+}
+
+#[test]
+fn tcp_udp_and_file_loggers() {
+    let echo = Echo::start("up");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let (tcp_port, tcp_got) = tcp_sink();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let dir = TempDir::new("file-logger");
+    let file = dir.path().join("requests.log");
+    let g = Gateway::start(&yaml(&[
+        json!({"id": "t", "uri": "/tcp", "upstream": up,
+               "plugins": {"tcp-logger": {"host": "127.0.0.1", "port": tcp_port, "batch_max_size": 1}}}),
+        json!({"id": "u", "uri": "/udp", "upstream": up,
+               "plugins": {"udp-logger": {"host": "127.0.0.1", "port": udp_port, "batch_max_size": 1,
+                                          "log_format": {"u": "$uri"}}}}),
+        json!({"id": "f", "uri": "/file", "upstream": up,
+               "plugins": {"file-logger": {"path": file.display().to_string(),
+                                           "log_format": {"s": "$status", "u": "$uri"}}}}),
+    ]));
+    assert_eq!(g.get("/tcp", None).status, 200);
+    assert!(wait_until(Duration::from_secs(10), || !tcp_got
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let entry: Value = serde_json::from_str(&tcp_got.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        entry["route_id"], "t",
+        "a batch of one is one object: {entry}"
+    );
+    assert_eq!(entry["response"]["status"], 200);
+
+    assert_eq!(g.get("/udp", None).status, 200);
+    let mut buf = [0u8; 65536];
+    let n = udp.recv(&mut buf).unwrap();
+    let entry: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    assert_eq!(entry, json!({"u": "/udp", "route_id": "u"}));
+
+    assert_eq!(g.get("/file", None).status, 200);
+    assert_eq!(g.get("/file", None).status, 200);
+    assert!(wait_until(Duration::from_secs(10), || read(&file)
+        .lines()
+        .count()
+        == 2));
+    let first: Value = serde_json::from_str(read(&file).lines().next().unwrap()).unwrap();
+    assert_eq!(first, json!({"s": "200", "u": "/file", "route_id": "f"}));
+    // moved away (logrotate): the next entry starts a new file
+    std::fs::rename(&file, dir.path().join("requests.log.1")).unwrap();
+    assert_eq!(g.get("/file", None).status, 200);
+    assert!(wait_until(Duration::from_secs(10), || read(&file)
+        .lines()
+        .count()
+        == 1));
+}
+
+/// RSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_dead_log_server_neither_slows_nor_grows_the_gateway() {
+    let echo = Echo::start("up");
+    // accepts connections and never answers: every send waits for its timeout
+    let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = blackhole.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for s in blackhole.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let g = Gateway::start(&yaml(&[json!({
+        "id": "1", "uri": "/x", "upstream": {"nodes": {echo.addr(): 1}},
+        "plugins": {"http-logger": {"uri": format!("http://{hole}/"), "timeout": 30,
+                                    "batch_max_size": 10, "max_pending_entries": 100,
+                                    "include_resp_body": true}}
+    })]));
+    let burst = |n: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let port = g.port;
+                std::thread::spawn(move || {
+                    (0..n / 4)
+                        .filter(|_| harness::http_get(port, "/x").map(|r| r.0) == Some(200))
+                        .count()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum::<usize>()
+    };
+    assert_eq!(burst(2000), 2000);
+    let before = rss_kib(g.pid());
+    assert_eq!(
+        burst(8000),
+        8000,
+        "every request answered while the log server hangs"
+    );
+    let after = rss_kib(g.pid());
+    assert!(
+        after < before + 16 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+    assert!(
+        g.log().contains("the log queue is full"),
+        "the drop is said: {}",
+        g.log()
+    );
+}
