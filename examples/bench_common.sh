@@ -20,6 +20,7 @@ CONF
 
 # Portico (release build, one thread) on $dir/apisix.yaml, proxy on $1, status on $2; waits
 # until it is ready, and fails (with its log) if it is not within 10 s. Pid in $dir/portico.pid.
+# $PORTICO_EXTRA is appended to its config.yaml.
 start_portico_yaml() {
   cat > "$dir/config.yaml" <<CONF
 proxy:
@@ -30,8 +31,9 @@ status:
 config:
   provider: yaml
   yaml: apisix.yaml
+${PORTICO_EXTRA:-}
 CONF
-  RUST_LOG=warn ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
+  RUST_LOG=${PORTICO_LOG:-warn} ${PORTICO_BIN:-./target/release/portico} -c "$dir/config.yaml" > "$dir/portico.log" 2>&1 &
   echo $! > "$dir/portico.pid"
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$2/status/ready" >/dev/null && return 0

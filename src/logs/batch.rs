@@ -7,12 +7,12 @@
 //! none): while a send is slow or retrying, a full queue drops new entries and says so once a
 //! minute, instead of growing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Once;
@@ -95,11 +95,31 @@ pub trait Sink<T>: Send + Sync + 'static {
     async fn send(&self, batch: &[T]) -> Result<(), String>;
 }
 
-/// The request side of a processor: a bounded queue to its task.
+/// The request side of a processor: a bounded buffer its task drains.
+///
+/// A push takes an uncontended lock and wakes the task only when the buffer was empty or a
+/// batch is full, so a busy route costs a wakeup per batch, not per request.
 pub struct Batcher<T> {
-    tx: mpsc::Sender<T>,
+    shared: Arc<Shared<T>>,
     name: String,
+    max_pending: usize,
+    batch_max_size: usize,
     full: Once,
+}
+
+struct Shared<T> {
+    pending: Mutex<Pending<T>>,
+    wake: Notify,
+}
+
+struct Pending<T> {
+    entries: Vec<T>,
+    /// When the oldest entry of the buffer came (`buffer_duration`).
+    first: Instant,
+    /// When the newest came (`inactive_timeout`).
+    last: Instant,
+    /// The batcher is gone: send what is left and stop.
+    closed: bool,
 }
 
 impl<T: Send + Sync + 'static> Batcher<T> {
@@ -117,64 +137,113 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         settings: BatchSettings,
         sink: Arc<dyn Sink<T>>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(settings.max_pending_entries.max(1));
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                entries: Vec::new(),
+                first: now,
+                last: now,
+                closed: false,
+            }),
+            wake: Notify::new(),
+        });
         let name = settings.name.clone().unwrap_or_else(|| name.to_string());
-        rt.spawn(run(rx, settings, sink, name.clone()));
-        Batcher {
-            tx,
-            name,
+        let batcher = Batcher {
+            shared: shared.clone(),
+            name: name.clone(),
+            max_pending: settings.max_pending_entries.max(1),
+            batch_max_size: settings.batch_max_size.max(1),
             full: Once::default(),
-        }
+        };
+        rt.spawn(run(shared, settings, sink, name));
+        batcher
     }
 
-    /// Queues an entry, or drops it when the queue is full.
+    /// Queues an entry, or drops it when the buffer is full.
     pub fn push(&self, entry: T) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(entry) {
-            let name = &self.name;
-            self.full.say(|n| {
-                format!("{name}: the log queue is full: dropped {n} entries (the log server is slow or down)")
-            });
+        let wake = {
+            let mut p = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if p.entries.len() >= self.max_pending {
+                drop(p);
+                let name = &self.name;
+                self.full.say(|n| {
+                    format!("{name}: the log queue is full: dropped {n} entries (the log server is slow or down)")
+                });
+                return;
+            }
+            let now = Instant::now();
+            let was_empty = p.entries.is_empty();
+            if was_empty {
+                p.first = now;
+            }
+            p.last = now;
+            p.entries.push(entry);
+            was_empty || p.entries.len() == self.batch_max_size
+        };
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 }
 
+impl<T> Drop for Batcher<T> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
 async fn run<T: Send + Sync + 'static>(
-    mut rx: mpsc::Receiver<T>,
+    shared: Arc<Shared<T>>,
     s: BatchSettings,
     sink: Arc<dyn Sink<T>>,
     name: String,
 ) {
     let inactive = Duration::from_secs(s.inactive_timeout);
     let buffer = Duration::from_secs(s.buffer_duration);
-    let mut batch: Vec<T> = Vec::new();
-    let mut first = Instant::now();
-    let mut last = Instant::now();
+    let max = s.batch_max_size.max(1);
     loop {
-        let got = if batch.is_empty() {
-            rx.recv().await
-        } else {
-            let due = (last + inactive).min(first + buffer);
-            tokio::select! {
-                got = rx.recv() => got,
-                _ = tokio::time::sleep_until(due) => {
-                    send(&*sink, &s, &name, std::mem::take(&mut batch)).await;
-                    continue;
+        let (batch, due) = {
+            let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.entries.is_empty() {
+                if p.closed {
+                    return;
+                }
+                (None, None)
+            } else {
+                let due = (p.last + inactive).min(p.first + buffer);
+                let now = Instant::now();
+                if p.entries.len() >= max || now >= due || p.closed {
+                    let n = p.entries.len().min(max);
+                    let batch: Vec<T> = p.entries.drain(..n).collect();
+                    // What stays waits from now (its own arrival times are not kept).
+                    p.first = now;
+                    (Some(batch), None)
+                } else {
+                    (None, Some(due))
                 }
             }
         };
-        let Some(entry) = got else {
-            if !batch.is_empty() {
-                send(&*sink, &s, &name, batch).await;
-            }
-            return;
-        };
-        last = Instant::now();
-        if batch.is_empty() {
-            first = last;
+        if let Some(batch) = batch {
+            send(&*sink, &s, &name, batch).await;
+            continue;
         }
-        batch.push(entry);
-        if batch.len() >= s.batch_max_size {
-            send(&*sink, &s, &name, std::mem::take(&mut batch)).await;
+        match due {
+            None => shared.wake.notified().await,
+            Some(due) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+            }
         }
     }
 }

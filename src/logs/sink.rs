@@ -12,7 +12,6 @@ use bytes::Bytes;
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::batch::Sink;
@@ -27,25 +26,39 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    pub fn encode(self, batch: &[Value], single_as_object: bool) -> Vec<u8> {
+    /// `batch` holds JSON texts, one per entry.
+    pub fn encode(self, batch: &[Entry], single_as_object: bool) -> Vec<u8> {
+        let len: usize = batch.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
+        let mut out = Vec::with_capacity(len);
         match self {
             Encoding::JsonArray if single_as_object && batch.len() == 1 => {
-                serde_json::to_vec(&batch[0]).unwrap_or_default()
+                out.extend_from_slice(batch[0].as_bytes());
             }
-            Encoding::JsonArray => serde_json::to_vec(batch).unwrap_or_default(),
+            Encoding::JsonArray => {
+                out.push(b'[');
+                for (i, e) in batch.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(e.as_bytes());
+                }
+                out.push(b']');
+            }
             Encoding::Lines => {
-                let mut out = Vec::new();
                 for (i, e) in batch.iter().enumerate() {
                     if i > 0 {
                         out.push(b'\n');
                     }
-                    let _ = serde_json::to_writer(&mut out, e);
+                    out.extend_from_slice(e.as_bytes());
                 }
-                out
             }
         }
+        out
     }
 }
+
+/// One log entry, as JSON text (serialized once, on the request's thread).
+pub type Entry = Box<str>;
 
 /// A URI a logger posts to, checked when the plugin loads.
 #[derive(Debug, Clone)]
@@ -189,8 +202,8 @@ impl HttpSink {
 }
 
 #[async_trait]
-impl Sink<Value> for HttpSink {
-    async fn send(&self, batch: &[Value]) -> Result<(), String> {
+impl Sink<Entry> for HttpSink {
+    async fn send(&self, batch: &[Entry]) -> Result<(), String> {
         let body = self.encoding.encode(batch, false);
         match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(r) => r,
@@ -219,8 +232,8 @@ impl FileSink {
 }
 
 #[async_trait]
-impl Sink<Value> for FileSink {
-    async fn send(&self, batch: &[Value]) -> Result<(), String> {
+impl Sink<Entry> for FileSink {
+    async fn send(&self, batch: &[Entry]) -> Result<(), String> {
         let mut out = Encoding::Lines.encode(batch, false);
         out.push(b'\n');
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -255,8 +268,8 @@ pub struct TcpSink {
 }
 
 #[async_trait]
-impl Sink<Value> for TcpSink {
-    async fn send(&self, batch: &[Value]) -> Result<(), String> {
+impl Sink<Entry> for TcpSink {
+    async fn send(&self, batch: &[Entry]) -> Result<(), String> {
         let data = Encoding::JsonArray.encode(batch, true);
         let work = async {
             let addr = resolve(&self.host, self.port).await?;
@@ -314,8 +327,8 @@ pub struct UdpSink {
 }
 
 #[async_trait]
-impl Sink<Value> for UdpSink {
-    async fn send(&self, batch: &[Value]) -> Result<(), String> {
+impl Sink<Entry> for UdpSink {
+    async fn send(&self, batch: &[Entry]) -> Result<(), String> {
         let data = Encoding::JsonArray.encode(batch, true);
         let work = async {
             let addr = resolve(&self.host, self.port).await?;
@@ -344,7 +357,7 @@ mod tests {
 
     #[test]
     fn encodings_and_endpoints() {
-        let batch = vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})];
+        let batch: Vec<Entry> = vec![r#"{"a":1}"#.into(), r#"{"b":2}"#.into()];
         assert_eq!(
             Encoding::JsonArray.encode(&batch, false),
             br#"[{"a":1},{"b":2}]"#

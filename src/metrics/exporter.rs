@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
-use pingora_core::apps::http_app::ServeHttp;
+use bytes::Bytes;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
 
 use super::connections;
 use super::series::{self, Series, BUCKETS};
-use super::text::{bound, Text};
+use super::text::{bound, label, Text};
 use crate::status::SourceStatus;
 use crate::tables::Store;
 
@@ -46,13 +48,33 @@ impl MetricsApp {
         }
     }
 
-    /// The whole text body.
-    pub fn render(&self) -> String {
-        let mut t = Text::new(&self.settings.prefix);
+    /// The whole body, handed to `out` in pieces of about [`CHUNK`] bytes: a scrape of
+    /// 10k routes is ~100 MB of text, which is never held whole.
+    pub fn write_body(&self, out: &mut dyn FnMut(String)) {
+        let started = std::time::Instant::now();
         let series = series::fold();
-        http_metrics(&mut t, &series);
-        self.gauges(&mut t);
-        t.finish()
+        let folded = started.elapsed();
+        let mut w = Chunks {
+            text: Text::with_capacity(&self.settings.prefix, CHUNK + 64 * 1024),
+            out,
+            bytes: 0,
+        };
+        http_metrics(&mut w, &series);
+        self.gauges(&mut w.text);
+        w.flush();
+        log::debug!(
+            "scrape: {} series folded in {folded:?}, {} bytes written in {:?}",
+            series.len(),
+            w.bytes,
+            started.elapsed()
+        );
+    }
+
+    /// The whole body as one string (tests, small configs).
+    pub fn render(&self) -> String {
+        let mut all = String::new();
+        self.write_body(&mut |piece| all.push_str(&piece));
+        all
     }
 
     fn gauges(&self, t: &mut Text) {
@@ -183,110 +205,212 @@ impl MetricsApp {
 }
 
 /// The labels APISIX 3.17+ puts on every HTTP series after its own.
-const TAIL: [(&str, &str); 3] = [
-    ("request_type", "traditional_http"),
-    ("request_llm_model", ""),
-    ("llm_model", ""),
-];
+const TAIL: &str = "request_type=\"traditional_http\",request_llm_model=\"\",llm_model=\"\"";
 
-fn http_metrics(t: &mut Text, series: &[Series]) {
-    t.family(
+/// A series' label text, written once per scrape and shared by its samples.
+struct SeriesText {
+    /// `route="…"`
+    route: String,
+    /// `service="…",consumer="…",node="…",request_type=…,llm_model=""`
+    rest: String,
+}
+
+impl SeriesText {
+    fn new(s: &Series) -> SeriesText {
+        let l = &s.labels;
+        let mut route = String::new();
+        label(&mut route, "route", &l.route);
+        let mut rest = String::new();
+        label(&mut rest, "service", &l.service);
+        rest.push(',');
+        label(&mut rest, "consumer", &l.consumer);
+        rest.push(',');
+        label(&mut rest, "node", &l.node);
+        rest.push(',');
+        rest.push_str(TAIL);
+        SeriesText { route, rest }
+    }
+}
+
+/// How big a piece of the body is before it is sent.
+const CHUNK: usize = 1 << 20;
+
+/// The text written so far, handed on once it is [`CHUNK`] bytes.
+struct Chunks<'a> {
+    text: Text,
+    out: &'a mut dyn FnMut(String),
+    bytes: usize,
+}
+
+impl Chunks<'_> {
+    fn maybe_flush(&mut self) {
+        if self.text.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let piece = self.text.take();
+        self.bytes += piece.len();
+        if !piece.is_empty() {
+            (self.out)(piece);
+        }
+    }
+}
+
+fn http_metrics(w: &mut Chunks<'_>, series: &[Series]) {
+    let texts: Vec<SeriesText> = series.iter().map(SeriesText::new).collect();
+    w.text.family(
         "http_status",
         "counter",
         "HTTP status codes per service in APISIX",
     );
-    for s in series {
-        let l = &s.labels;
+    let mut buf = String::new();
+    for (s, x) in series.iter().zip(&texts) {
         for (st, n) in &s.statuses {
-            let code = st.code.to_string();
-            let mut labels = vec![
-                ("code", code.as_str()),
-                ("route", &*l.route),
-                ("matched_uri", &*st.matched_uri),
-                ("matched_host", &*st.matched_host),
-                ("service", &*l.service),
-                ("consumer", &*l.consumer),
-                ("node", &*l.node),
-            ];
-            labels.extend(TAIL);
-            labels.push(("response_source", st.source.as_str()));
-            t.sample("http_status", &labels, *n as f64);
+            buf.clear();
+            buf.push_str("code=\"");
+            buf.push_str(&st.code.to_string());
+            buf.push_str("\",");
+            buf.push_str(&x.route);
+            buf.push(',');
+            label(&mut buf, "matched_uri", &st.matched_uri);
+            buf.push(',');
+            label(&mut buf, "matched_host", &st.matched_host);
+            let source = format!("response_source=\"{}\"", st.source.as_str());
+            w.text
+                .sample_raw("http_status", &[&buf, &x.rest, &source], *n as f64);
         }
+        w.maybe_flush();
     }
-    t.family(
+    w.text.family(
         "http_latency",
         "histogram",
         "HTTP request latency in milliseconds per service in APISIX",
     );
-    let bounds: Vec<String> = BUCKETS.iter().map(|b| bound(*b)).collect();
-    for s in series {
-        let l = &s.labels;
-        for (kind, h) in ["request", "upstream", "apisix"].iter().zip(&s.latency) {
+    let les: Vec<String> = BUCKETS
+        .iter()
+        .map(|b| format!("le=\"{}\"", bound(*b)))
+        .chain(std::iter::once("le=\"+Inf\"".to_string()))
+        .collect();
+    for (s, x) in series.iter().zip(&texts) {
+        for (kind, h) in ["type=\"request\"", "type=\"upstream\"", "type=\"apisix\""]
+            .iter()
+            .zip(&s.latency)
+        {
             if h.count() == 0 {
                 continue;
             }
-            let mut labels = vec![
-                ("type", *kind),
-                ("route", &*l.route),
-                ("service", &*l.service),
-                ("consumer", &*l.consumer),
-                ("node", &*l.node),
-            ];
-            labels.extend(TAIL);
             let mut running = 0u64;
-            for (b, n) in bounds.iter().zip(h.buckets) {
+            for (le, n) in les
+                .iter()
+                .zip(h.buckets.iter().chain(std::iter::once(&h.over)))
+            {
                 running += n;
-                labels.push(("le", b));
-                t.sample("http_latency_bucket", &labels, running as f64);
-                labels.pop();
+                w.text.sample_raw(
+                    "http_latency_bucket",
+                    &[kind, &x.route, &x.rest, le],
+                    running as f64,
+                );
             }
-            labels.push(("le", "+Inf"));
-            t.sample("http_latency_bucket", &labels, h.count() as f64);
-            labels.pop();
-            t.sample("http_latency_count", &labels, h.count() as f64);
-            t.sample("http_latency_sum", &labels, h.sum);
+            w.text.sample_raw(
+                "http_latency_count",
+                &[kind, &x.route, &x.rest],
+                h.count() as f64,
+            );
+            w.text
+                .sample_raw("http_latency_sum", &[kind, &x.route, &x.rest], h.sum);
         }
+        w.maybe_flush();
     }
-    t.family(
+    w.text.family(
         "bandwidth",
         "counter",
         "Total bandwidth in bytes consumed per service in APISIX",
     );
-    for s in series {
-        let l = &s.labels;
-        for (kind, v) in [("ingress", s.ingress), ("egress", s.egress)] {
-            let mut labels = vec![
-                ("type", kind),
-                ("route", &*l.route),
-                ("service", &*l.service),
-                ("consumer", &*l.consumer),
-                ("node", &*l.node),
-            ];
-            labels.extend(TAIL);
-            t.sample("bandwidth", &labels, v as f64);
+    for (s, x) in series.iter().zip(&texts) {
+        for (kind, v) in [
+            ("type=\"ingress\"", s.ingress),
+            ("type=\"egress\"", s.egress),
+        ] {
+            w.text
+                .sample_raw("bandwidth", &[kind, &x.route, &x.rest], v as f64);
         }
+        w.maybe_flush();
     }
 }
 
-fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .body(body.into_bytes())
-        .unwrap_or_else(|_| Response::new(Vec::new()))
+fn plain(status: u16, body: &'static str) -> Option<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(2)).ok()?;
+    resp.insert_header("Content-Type", "text/plain").ok()?;
+    resp.insert_header("Content-Length", body.len().to_string())
+        .ok()?;
+    Some(resp)
+}
+
+impl MetricsApp {
+    /// Answers one request; `Err` ends the connection.
+    async fn serve(self: &Arc<Self>, http: &mut ServerSession) -> pingora_core::Result<()> {
+        let req = http.req_header();
+        let head = req.method == http::Method::HEAD;
+        let refusal = if req.uri.path() != self.settings.uri {
+            Some((404, "404 Not Found\n"))
+        } else if req.method != http::Method::GET && !head {
+            Some((405, "405 Method Not Allowed\n"))
+        } else {
+            None
+        };
+        if let Some((status, body)) = refusal {
+            if let Some(resp) = plain(status, body) {
+                http.write_response_header(Box::new(resp)).await?;
+                http.write_response_body(Bytes::from_static(body.as_bytes()), true)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let mut resp = ResponseHeader::build(200, Some(2))?;
+        resp.insert_header("Content-Type", "text/plain; version=0.0.4")?;
+        if head {
+            http.write_response_header(Box::new(resp)).await?;
+            return http.finish_body().await;
+        }
+        resp.insert_header("Transfer-Encoding", "chunked")?;
+        http.write_response_header(Box::new(resp)).await?;
+        // Written on a blocking thread, a piece at a time, while this task sends the last.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(2);
+        let app = self.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            app.write_body(&mut |piece| {
+                let _ = tx.blocking_send(piece);
+            })
+        });
+        while let Some(piece) = rx.recv().await {
+            http.write_response_body(Bytes::from(piece), false).await?;
+        }
+        let _ = writer.await;
+        http.finish_body().await
+    }
 }
 
 #[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        if req.uri.path() != self.settings.uri {
-            return reply(404, "text/plain", "404 Not Found\n".into());
+impl HttpServerApp for MetricsApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(http.read_request().await, Ok(true)) {
+            return None;
         }
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return reply(405, "text/plain", "405 Method Not Allowed\n".into());
+        http.set_keepalive((!*shutdown.borrow()).then_some(60));
+        if let Err(e) = self.serve(&mut http).await {
+            log::debug!("metrics scrape: {e}");
+            return None;
         }
-        reply(200, "text/plain; version=0.0.4", self.render())
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
     }
 }

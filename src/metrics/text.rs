@@ -10,9 +10,9 @@ pub struct Text {
 }
 
 impl Text {
-    pub fn new(prefix: &str) -> Text {
+    pub fn with_capacity(prefix: &str, bytes: usize) -> Text {
         Text {
-            out: String::with_capacity(64 * 1024),
+            out: String::with_capacity(bytes),
             prefix: prefix.to_string(),
         }
     }
@@ -45,13 +45,49 @@ impl Text {
         self.out.push('\n');
     }
 
-    pub fn finish(self) -> String {
-        self.out
+    /// A sample whose label text is already written (`k="v",…`, escaped): the hot path of
+    /// a scrape, where thousands of series share their label text across samples.
+    pub fn sample_raw(&mut self, name: &str, labels: &[&str], value: f64) {
+        self.out.push_str(&self.prefix);
+        self.out.push_str(name);
+        self.out.push('{');
+        for (i, l) in labels.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(l);
+        }
+        self.out.push_str("} ");
+        write_value(&mut self.out, value);
+        self.out.push('\n');
     }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// What was written so far; the text starts again empty, with the same capacity.
+    pub fn take(&mut self) -> String {
+        let piece = self.out.clone();
+        self.out.clear();
+        piece
+    }
+}
+
+/// `k="v"` with `v` escaped, for [`Text::sample_raw`].
+pub fn label(out: &mut String, k: &str, v: &str) {
+    out.push_str(k);
+    out.push_str("=\"");
+    escape_into(out, v);
+    out.push('"');
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the format asks.
 fn escape_into(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -88,13 +124,13 @@ mod tests {
 
     #[test]
     fn samples_are_escaped_and_numbers_plain() {
-        let mut t = Text::new("apisix_");
+        let mut t = Text::with_capacity("apisix_", 0);
         t.family("x", "counter", "An x");
         t.sample("x", &[("a", "q\"\\\nz"), ("b", "")], 3.0);
         t.sample("y", &[], 0.25);
         t.sample("z", &[], f64::INFINITY);
         assert_eq!(
-            t.finish(),
+            t.take(),
             "# HELP apisix_x An x\n# TYPE apisix_x counter\n\
              apisix_x{a=\"q\\\"\\\\\\nz\",b=\"\"} 3\napisix_y 0.25\napisix_z +Inf\n"
         );

@@ -2,16 +2,16 @@
 //! `log_format`), the request and response bodies they may include, and a batch processor
 //! started the first time the plugin logs (so checking a config starts nothing).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use pingora_http::ResponseHeader;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::{Cx, Plugin};
 use crate::logs::batch::{BatchSettings, Batcher, Sink};
+use crate::logs::sink::Entry;
 use crate::vars::{VarLookup, Vars};
 
 /// APISIX's default cap on a logged request or response body.
@@ -132,8 +132,6 @@ impl Format {
 struct Bodies {
     request: Option<Vec<u8>>,
     response: Option<Vec<u8>>,
-    /// The answer's headers, for the full entry.
-    headers: Option<http::HeaderMap>,
 }
 
 /// One configured logger: its entry settings and its queue.
@@ -145,8 +143,8 @@ pub struct Logger {
     max_req: usize,
     max_resp: usize,
     batch: BatchSettings,
-    sink: Arc<dyn Sink<Value>>,
-    queue: OnceLock<Option<Batcher<Value>>>,
+    sink: Arc<dyn Sink<Entry>>,
+    queue: OnceLock<Option<Batcher<Entry>>>,
     /// Tells apart two instances in one request (a route's and a global rule's).
     id: usize,
 }
@@ -156,7 +154,7 @@ impl Logger {
         name: &'static str,
         common: Common,
         batch: BatchSettings,
-        sink: Arc<dyn Sink<Value>>,
+        sink: Arc<dyn Sink<Entry>>,
     ) -> Result<Logger, String> {
         batch.check()?;
         let expr = |field: &str, v: &Option<Value>| -> Result<Option<Arc<Vars>>, String> {
@@ -198,22 +196,18 @@ impl Logger {
         }
     }
 
-    /// APISIX's entry for this request.
-    fn entry(&self, cx: &mut Cx<'_>) -> Value {
+    /// APISIX's entry for this request, as JSON text.
+    fn entry(&self, cx: &Cx<'_>) -> Entry {
+        let none = Bodies::default();
         let bodies = cx
             .state
             .get_at::<Bodies>("logger", self.id)
-            .map(|b| Bodies {
-                request: b.request.clone(),
-                response: b.response.clone(),
-                headers: b.headers.clone(),
-            })
-            .unwrap_or_default();
+            .unwrap_or(&none);
         let route = cx.state.route.as_deref();
-        let route_id = route.and_then(|r| r.route_id.clone());
-        let service_id = route.and_then(|r| r.service_id.clone());
+        let route_id = route.and_then(|r| r.route_id.as_deref());
+        let service_id = route.and_then(|r| r.service_id.as_deref());
         if let Some(f) = &self.format {
-            let mut v = cx.with_log_vars(|vars| f.render(vars, &bodies));
+            let mut v = cx.with_log_vars(|vars| f.render(vars, bodies));
             if let Value::Object(m) = &mut v {
                 if let Some(r) = route_id {
                     m.insert("route_id".into(), r.into());
@@ -222,105 +216,186 @@ impl Logger {
                     }
                 }
             }
-            return v;
+            return v.to_string().into();
         }
-        full_entry(cx, &bodies, route_id, service_id)
+        full_entry(cx, bodies, route_id, service_id)
     }
 }
 
-/// APISIX's `get_full_log`.
-fn full_entry(
-    cx: &Cx<'_>,
-    bodies: &Bodies,
-    route_id: Option<String>,
-    service_id: Option<String>,
-) -> Value {
-    let done = cx.state.finished.clone().unwrap_or_default();
-    let req = cx.req();
-    let headers = header_map(&req.headers);
-    let mut query = Map::new();
-    if let Some(q) = done.request_uri.query().or(req.uri.query()) {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = crate::vars::request::percent_decode(&v.replace('+', " ")).into_owned();
-            query.insert(k.to_string(), Value::String(v));
-        }
-    }
-    let (scheme, host, port, uri) = cx.with_log_vars(|v| {
-        let s = |n: &str| v.var(n).map(|c| c.into_owned()).unwrap_or_default();
-        (s("scheme"), s("host"), s("server_port"), s("request_uri"))
-    });
-    let latency = done.latency.as_secs_f64() * 1000.0;
-    let upstream_latency = done.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
-    let apisix_latency = (latency - upstream_latency.unwrap_or(0.0)).max(0.0);
-    let mut request = json!({
-        "url": format!("{scheme}://{host}:{port}{uri}"),
-        "uri": uri,
-        "method": done.method.as_str(),
-        "headers": headers,
-        "querystring": query,
-        "size": done.request_bytes,
-    });
-    if let Some(b) = &bodies.request {
-        request["body"] = Value::String(String::from_utf8_lossy(b).into_owned());
-    }
-    let mut response = json!({
-        "status": cx.state.status,
-        "headers": bodies.headers.as_ref().map_or(json!({}), header_map),
-        "size": done.response_bytes,
-    });
-    if let Some(b) = &bodies.response {
-        response["body"] = Value::String(String::from_utf8_lossy(b).into_owned());
-    }
-    let start_ms = done
-        .start_time
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64);
-    let mut entry = json!({
-        "request": request,
-        "response": response,
-        "server": {"hostname": hostname(), "version": env!("CARGO_PKG_VERSION")},
-        "client_ip": cx.state.client_ip.map(|ip| ip.to_string()),
-        "start_time": start_ms,
-        "latency": latency,
-        "apisix_latency": apisix_latency,
-    });
-    if let Some(up) = upstream_latency {
-        entry["upstream_latency"] = json!(up);
-    }
-    if let Some(node) = done.node {
-        entry["upstream"] = json!(node.to_string());
-    }
-    match route_id {
-        Some(r) => {
-            entry["route_id"] = json!(r);
-            entry["service_id"] = json!(service_id.unwrap_or_default());
-        }
-        None => entry["service_id"] = json!(host),
-    }
-    if let Some(c) = &cx.state.consumer {
-        entry["consumer"] = json!({"username": c.username});
-    }
-    entry
+/// APISIX's `get_full_log`, written straight to JSON text.
+#[derive(Serialize)]
+struct Full<'a> {
+    request: Req<'a>,
+    response: Resp<'a>,
+    server: Server,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<std::net::SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route_id: Option<&'a str>,
+    service_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<Consumer<'a>>,
+    client_ip: Option<std::net::IpAddr>,
+    start_time: u64,
+    latency: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_latency: Option<f64>,
+    apisix_latency: f64,
+}
+
+#[derive(Serialize)]
+struct Req<'a> {
+    url: String,
+    uri: &'a str,
+    method: &'a str,
+    headers: Headers<'a>,
+    querystring: Query<'a>,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Resp<'a> {
+    status: u16,
+    headers: Headers<'a>,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Server {
+    hostname: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Consumer<'a> {
+    username: &'a str,
 }
 
 /// Headers as APISIX logs them: lowercase names, a list for a repeated one.
-fn header_map(headers: &http::HeaderMap) -> Value {
-    let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for (k, v) in headers {
-        let v = Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned());
-        match out.get_mut(k.as_str()) {
-            Some(Value::Array(list)) => list.push(v),
-            Some(prev) => {
-                let first = prev.take();
-                *prev = Value::Array(vec![first, v]);
-            }
-            None => {
-                out.insert(k.as_str().to_string(), v);
+struct Headers<'a>(Option<&'a http::HeaderMap>);
+
+impl serde::Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(h) = self.0 else {
+            return s.serialize_map(Some(0))?.end();
+        };
+        let mut m = s.serialize_map(Some(h.keys_len()))?;
+        for k in h.keys() {
+            let mut all = h.get_all(k).iter();
+            let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+            match (all.next(), all.next()) {
+                (Some(one), None) => m.serialize_entry(k.as_str(), &text(one))?,
+                _ => {
+                    let list: Vec<String> = h.get_all(k).iter().map(text).collect();
+                    m.serialize_entry(k.as_str(), &list)?
+                }
             }
         }
+        m.end()
     }
-    Value::Object(out.into_iter().collect())
+}
+
+/// Query arguments, decoded; a repeated one as a list (`ngx.req.get_uri_args`).
+struct Query<'a>(Option<&'a str>);
+
+impl serde::Serialize for Query<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut args: Vec<(std::borrow::Cow<'_, str>, Vec<String>)> = Vec::new();
+        for pair in self
+            .0
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = crate::vars::request::percent_decode(k);
+            let v = crate::vars::request::percent_decode(&v.replace('+', " ")).into_owned();
+            match args.iter_mut().find(|(n, _)| *n == k) {
+                Some((_, vs)) => vs.push(v),
+                None => args.push((k, vec![v])),
+            }
+        }
+        let mut m = s.serialize_map(Some(args.len()))?;
+        for (k, vs) in &args {
+            match vs.as_slice() {
+                [one] => m.serialize_entry(k, one)?,
+                many => m.serialize_entry(k, many)?,
+            }
+        }
+        m.end()
+    }
+}
+
+fn lossy(b: &Option<Vec<u8>>) -> Option<std::borrow::Cow<'_, str>> {
+    b.as_deref().map(String::from_utf8_lossy)
+}
+
+fn full_entry(
+    cx: &Cx<'_>,
+    bodies: &Bodies,
+    route_id: Option<&str>,
+    service_id: Option<&str>,
+) -> Entry {
+    let state = &*cx.state;
+    let empty = super::Finished::default();
+    let done = state.finished.as_ref().unwrap_or(&empty);
+    let req = cx.req();
+    let uri = done
+        .request_uri
+        .path_and_query()
+        .or(req.uri.path_and_query())
+        .map_or("/", |p| p.as_str());
+    let (scheme, host, port) = cx.with_vars(|v| {
+        let s = |n: &str| v.var(n).map(|c| c.into_owned()).unwrap_or_default();
+        (s("scheme"), s("host"), s("server_port"))
+    });
+    let latency = done.latency.as_secs_f64() * 1000.0;
+    let upstream_latency = done.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
+    let entry = Full {
+        request: Req {
+            url: format!("{scheme}://{host}:{port}{uri}"),
+            uri,
+            method: done.method.as_str(),
+            headers: Headers(Some(&req.headers)),
+            querystring: Query(done.request_uri.query().or(req.uri.query())),
+            size: done.request_bytes,
+            body: lossy(&bodies.request),
+        },
+        response: Resp {
+            status: state.status,
+            headers: Headers(cx.session.response_written().map(|r| &r.headers)),
+            size: done.response_bytes,
+            body: lossy(&bodies.response),
+        },
+        server: Server {
+            hostname: hostname(),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        upstream: done.node,
+        route_id,
+        service_id: match route_id {
+            Some(_) => service_id.unwrap_or_default(),
+            None => host.as_str(),
+        },
+        consumer: state.consumer.as_ref().map(|c| Consumer {
+            username: c.username.as_str(),
+        }),
+        client_ip: state.client_ip,
+        start_time: done
+            .start_time
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64),
+        latency,
+        upstream_latency,
+        apisix_latency: (latency - upstream_latency.unwrap_or(0.0)).max(0.0),
+    };
+    serde_json::to_string(&entry).unwrap_or_default().into()
 }
 
 fn hostname() -> &'static str {
@@ -346,12 +421,6 @@ impl Plugin for Logger {
         let max = self.max_req;
         if let Some(b) = body {
             keep(&mut self.bodies(cx).request, b, max);
-        }
-    }
-
-    fn header_filter(&self, cx: &mut Cx<'_>, resp: &mut ResponseHeader) {
-        if self.format.is_none() {
-            self.bodies(cx).headers = Some(resp.headers.clone());
         }
     }
 

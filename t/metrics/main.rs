@@ -73,8 +73,12 @@ impl Scrape {
 /// Scrapes `port` and parses the answer with `prometheus_client` (which names a counter's
 /// samples `<name>_total`, as the format's newer version does).
 fn scrape(port: u16) -> Scrape {
-    let (status, body) = http_get(port, "/apisix/prometheus/metrics").expect("scrape");
-    assert_eq!(status, 200, "{body}");
+    // streamed in pieces: a scrape is never held whole
+    let r = harness::gateway::request(port, "GET", "/apisix/prometheus/metrics", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["transfer-encoding"], "chunked");
+    assert_eq!(r.headers["content-type"], "text/plain; version=0.0.4");
+    let body = r.body;
     let dir = python()
         .parent()
         .unwrap()

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# What observability costs per request, and what a scrape costs at 10k routes.
+#
+# 1. wrk through one Portico (threads: 1) to one nginx upstream: a bare route against a route
+#    with prometheus + http-logger (batches POSTed to a second nginx), measured in turns.
+# 2. 10,000 routes with prometheus, each requested once, then the exporter scraped: time and
+#    size of the answer.
+#
+#   bash examples/observability_bench.sh      (needs nginx, wrk, curl, python3)
+#   DURATION=5s ROUNDS=3 CONNECTIONS=50 ROUTES=10000 bash examples/observability_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-50}
+ROUNDS=${ROUNDS:-3}
+ROUTES=${ROUTES:-10000}
+for tool in nginx wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "observability_bench: $tool is needed" >&2; exit 1; }
+done
+cargo build --release --bin portico >/dev/null
+
+dir=$(mktemp -d)
+trap 'kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$dir"' EXIT
+. examples/bench_common.sh
+UP=$(port); LOGS=$(port); PTC=$(port); STATUS=$(port); METRICS=$(port)
+
+cat > "$dir/apisix.yaml" <<CONF
+upstreams:
+  - id: up
+    nodes:
+      "127.0.0.1:$UP": 1
+routes:
+  - {id: bare, uri: /bare, upstream_id: up}
+  - id: obs
+    uri: /obs
+    upstream_id: up
+    plugins:
+      prometheus: {}
+      http-logger: {uri: "http://127.0.0.1:$LOGS/logs"}
+#END
+CONF
+
+nginx_upstream upstream "$UP"
+nginx_upstream logs "$LOGS"
+PORTICO_EXTRA="metrics:
+  listen: \"127.0.0.1:$METRICS\"" start_portico_yaml "$PTC" "$STATUS"
+
+declare -A sum_rps sum_p99
+ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
+one() {
+  local name=$1 out rps p99
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PTC/$name")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  printf "%-5s %10s req/s  p99 %8s\n" "$name" "$rps" "$p99"
+  sum_rps[$name]=$(awk -v a="${sum_rps[$name]:-0}" -v b="$rps" 'BEGIN{print a+b}')
+  sum_p99[$name]=$(awk -v a="${sum_p99[$name]:-0}" -v b="$(echo "$p99" | ms)" 'BEGIN{print a+b}')
+}
+for name in bare obs; do wrk -t1 -c4 -d1s "http://127.0.0.1:$PTC/$name" >/dev/null; done
+echo "== wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
+for _ in $(seq "$ROUNDS"); do
+  for name in bare obs; do one "$name"; done
+done
+awk -v a="${sum_rps[obs]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[obs]}" -v d="${sum_p99[bare]}" \
+  'BEGIN { printf "prometheus + http-logger / bare: %.3fx the throughput, p99 %.2fx\n", a / b, c / d }'
+sleep 6 # the last batch
+echo "log posts the log server answered: $(curl -s "http://127.0.0.1:$LOGS/nginx_status" | awk 'NR==3 {print $3 - 1}')"
+kill "$(cat "$dir/portico.pid")"; rm -f "$dir/portico.pid"; sleep 0.5
+
+# 2. the scrape at $ROUTES routes that all saw traffic
+python3 - "$dir/apisix.yaml" "$ROUTES" "$UP" <<'PY'
+import sys
+path, n, up = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as f:
+    f.write(f'upstreams:\n  - id: up\n    nodes:\n      "127.0.0.1:{up}": 1\nroutes:\n')
+    for i in range(n):
+        f.write(f"  - {{id: r{i}, uri: /r/{i}, upstream_id: up, plugins: {{prometheus: {{}}}}}}\n")
+    f.write("#END\n")
+PY
+PORTICO_EXTRA="metrics:
+  listen: \"127.0.0.1:$METRICS\"" start_portico_yaml "$PTC" "$STATUS"
+python3 - "$PTC" "$ROUTES" <<'PY'
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+for i in range(n):
+    c.request("GET", f"/r/{i}")
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+for _ in 1 2 3; do
+  curl -s -o "$dir/scrape.txt" -w "scrape of $ROUTES routes: %{time_total} s, %{size_download} bytes\n" \
+    "http://127.0.0.1:$METRICS/apisix/prometheus/metrics"
+done
+echo "series lines: $(grep -vc '^#' "$dir/scrape.txt")"
