@@ -45,14 +45,22 @@ nginx_upstream logs "$LOGS"
 PORTICO_EXTRA="metrics:
   listen: \"127.0.0.1:$METRICS\"" start_portico_yaml "$PTC" "$STATUS"
 
-declare -A sum_rps sum_p99
+# CPU seconds (user + system, every thread) Portico has used so far.
+cpu() { awk '{print ($14 + $15) / 100}' "/proc/$(cat "$dir/portico.pid")/stat"; }
+
+declare -A sum_rps sum_p99 sum_us
 ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
 one() {
-  local name=$1 out rps p99
+  local name=$1 out rps p99 before after reqs us
+  before=$(cpu)
   out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PTC/$name")
+  after=$(cpu)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  us=$(awk -v a="$after" -v b="$before" -v r="$reqs" 'BEGIN { printf "%.1f", (a - b) * 1e6 / r }')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  printf "%-5s %10s req/s  p99 %8s\n" "$name" "$rps" "$p99"
+  printf "%-5s %10s req/s  p99 %8s  Portico CPU %5s us/request\n" "$name" "$rps" "$p99" "$us"
+  sum_us[$name]=$(awk -v a="${sum_us[$name]:-0}" -v b="$us" 'BEGIN{print a+b}')
   sum_rps[$name]=$(awk -v a="${sum_rps[$name]:-0}" -v b="$rps" 'BEGIN{print a+b}')
   sum_p99[$name]=$(awk -v a="${sum_p99[$name]:-0}" -v b="$(echo "$p99" | ms)" 'BEGIN{print a+b}')
 }
@@ -62,7 +70,8 @@ for _ in $(seq "$ROUNDS"); do
   for name in bare obs; do one "$name"; done
 done
 awk -v a="${sum_rps[obs]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[obs]}" -v d="${sum_p99[bare]}" \
-  'BEGIN { printf "prometheus + http-logger / bare: %.3fx the throughput, p99 %.2fx\n", a / b, c / d }'
+  -v e="${sum_us[obs]}" -v f="${sum_us[bare]}" \
+  'BEGIN { printf "prometheus + http-logger / bare: %.3fx the throughput, p99 %.2fx, %.2fx the CPU per request\n", a / b, c / d, e / f }'
 sleep 6 # the last batch
 echo "log posts the log server answered: $(curl -s "http://127.0.0.1:$LOGS/nginx_status" | awk 'NR==3 {print $3 - 1}')"
 kill "$(cat "$dir/portico.pid")"; rm -f "$dir/portico.pid"; sleep 0.5

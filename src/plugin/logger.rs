@@ -287,17 +287,20 @@ impl serde::Serialize for Headers<'_> {
         let mut m = s.serialize_map(Some(h.keys_len()))?;
         for k in h.keys() {
             let mut all = h.get_all(k).iter();
-            let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
             match (all.next(), all.next()) {
-                (Some(one), None) => m.serialize_entry(k.as_str(), &text(one))?,
+                (Some(one), None) => m.serialize_entry(k.as_str(), &header_text(one))?,
                 _ => {
-                    let list: Vec<String> = h.get_all(k).iter().map(text).collect();
+                    let list: Vec<_> = h.get_all(k).iter().map(header_text).collect();
                     m.serialize_entry(k.as_str(), &list)?
                 }
             }
         }
         m.end()
     }
+}
+
+fn header_text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
 }
 
 /// Query arguments, decoded; a repeated one as a list (`ngx.req.get_uri_args`).
