@@ -123,7 +123,10 @@ pub fn validate(dir: Dir, id: &str, value: &Value) -> Result<Option<Resource>, S
             if !value.is_object() {
                 return Err("invalid configuration: wrong type: expected object".into());
             }
-            Ok(None)
+            // The plugin's own metadata checks (a logger's log_format), as the sync will.
+            Resource::parse(Kind::PluginMetadata, value, Some(id))
+                .map(Some)
+                .map_err(|e| format!("invalid configuration: {e}"))
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum Encoding {
     JsonArray,
     /// One JSON object per line.
     Lines,
+    /// The entries one after the other, as they are (syslog frames end with their newline).
+    Concat,
 }
 
 impl Encoding {
@@ -43,6 +45,11 @@ impl Encoding {
                     out.extend_from_slice(e.as_bytes());
                 }
                 out.push(b']');
+            }
+            Encoding::Concat => {
+                for e in batch {
+                    out.extend_from_slice(e.as_bytes());
+                }
             }
             Encoding::Lines => {
                 for (i, e) in batch.iter().enumerate() {
@@ -161,7 +168,7 @@ impl HttpSink {
             RequestHeader::build("POST", ep.path.as_bytes(), Some(5)).map_err(|e| e.to_string())?;
         let content_type = match self.encoding {
             Encoding::JsonArray => "application/json",
-            Encoding::Lines => "text/plain",
+            Encoding::Lines | Encoding::Concat => "text/plain",
         };
         let h = |e: pingora_core::BError| e.to_string();
         req.insert_header("Host", ep.authority()).map_err(h)?;
@@ -258,8 +265,9 @@ impl Sink<Entry> for FileSink {
     }
 }
 
-/// `tcp-logger`: one connection per batch, optionally TLS.
+/// `tcp-logger` and `syslog` over TCP: one connection per batch, optionally TLS.
 pub struct TcpSink {
+    pub encoding: Encoding,
     pub host: String,
     pub port: u16,
     pub tls: bool,
@@ -270,7 +278,7 @@ pub struct TcpSink {
 #[async_trait]
 impl Sink<Entry> for TcpSink {
     async fn send(&self, batch: &[Entry]) -> Result<(), String> {
-        let data = Encoding::JsonArray.encode(batch, true);
+        let data = self.encoding.encode(batch, true);
         let work = async {
             let addr = resolve(&self.host, self.port).await?;
             let mut stream = tokio::net::TcpStream::connect(addr)
@@ -319,8 +327,9 @@ async fn tokio_openssl_stream(
     Ok(s)
 }
 
-/// `udp-logger`: one datagram per batch.
+/// `udp-logger` and `syslog` over UDP: one datagram per batch.
 pub struct UdpSink {
+    pub encoding: Encoding,
     pub host: String,
     pub port: u16,
     pub timeout: Duration,
@@ -329,7 +338,7 @@ pub struct UdpSink {
 #[async_trait]
 impl Sink<Entry> for UdpSink {
     async fn send(&self, batch: &[Entry]) -> Result<(), String> {
-        let data = Encoding::JsonArray.encode(batch, true);
+        let data = self.encoding.encode(batch, true);
         let work = async {
             let addr = resolve(&self.host, self.port).await?;
             let bind: SocketAddr = if addr.is_ipv4() {

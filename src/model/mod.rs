@@ -15,7 +15,8 @@ pub use fields::kind_of;
 pub use id::Id;
 pub use plugins::Plugins;
 pub use resources::{
-    CertPair, ClientCa, Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig, Service, Ssl,
+    CertPair, ClientCa, Consumer, ConsumerGroup, Credential, GlobalRule, PluginConfig,
+    PluginMetadata, Service, Ssl,
 };
 pub use route::{Methods, Route};
 pub use upstream::{
@@ -37,11 +38,14 @@ pub enum Kind {
     /// A consumer's credential (`consumers/<username>/credentials/<id>`), id `username/id`.
     Credential,
     Ssl,
+    /// A plugin's settings for the whole gateway (`plugin_metadata/<plugin>`, id the
+    /// plugin's name): the loggers' `log_format`.
+    PluginMetadata,
 }
 
 impl Kind {
     /// The kinds with their own top-level directory (credentials live under consumers).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Route,
         Kind::Service,
         Kind::Upstream,
@@ -50,6 +54,7 @@ impl Kind {
         Kind::Consumer,
         Kind::ConsumerGroup,
         Kind::Ssl,
+        Kind::PluginMetadata,
     ];
 
     /// The directory (and standalone YAML key) of this kind: `routes`, `services`, …
@@ -64,6 +69,7 @@ impl Kind {
             Kind::ConsumerGroup => "consumer_groups",
             Kind::Credential => "credentials",
             Kind::Ssl => "ssls",
+            Kind::PluginMetadata => "plugin_metadata",
         }
     }
 
@@ -83,6 +89,7 @@ impl Kind {
             Kind::ConsumerGroup => "consumer_group",
             Kind::Credential => "credential",
             Kind::Ssl => "ssl",
+            Kind::PluginMetadata => "plugin_metadata",
         }
     }
 }
@@ -124,6 +131,7 @@ pub enum Resource {
     ConsumerGroup(ConsumerGroup),
     Credential(Credential),
     Ssl(Ssl),
+    PluginMetadata(PluginMetadata),
 }
 
 impl Resource {
@@ -138,6 +146,7 @@ impl Resource {
             Resource::ConsumerGroup(_) => Kind::ConsumerGroup,
             Resource::Credential(_) => Kind::Credential,
             Resource::Ssl(_) => Kind::Ssl,
+            Resource::PluginMetadata(_) => Kind::PluginMetadata,
         }
     }
 
@@ -167,6 +176,9 @@ impl Resource {
             }
             Kind::Credential => Resource::Credential(Credential::parse(value, fallback_id)?),
             Kind::Ssl => Resource::Ssl(Ssl::parse(value, fallback_id)?),
+            Kind::PluginMetadata => {
+                Resource::PluginMetadata(PluginMetadata::parse(value, fallback_id)?)
+            }
         })
     }
 }

@@ -373,3 +373,34 @@ impl Ssl {
         })
     }
 }
+
+/// A plugin's settings for the whole gateway (`plugin_metadata/<plugin>`, the id being the
+/// plugin's name), checked and compiled by the plugin when it keeps any (the loggers'
+/// `log_format`); metadata of other plugins is kept and unused, as APISIX's data plane does.
+#[derive(Clone)]
+pub struct PluginMetadata {
+    pub id: Id,
+    /// What the plugin made of it.
+    pub built: Option<crate::plugin::Metadata>,
+}
+
+impl std::fmt::Debug for PluginMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginMetadata")
+            .field("id", &self.id)
+            .field("used", &self.built.is_some())
+            .finish()
+    }
+}
+
+impl PluginMetadata {
+    pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<PluginMetadata, String> {
+        let o = Obj::new(value)?;
+        let id = parse_id(&o, fallback_id)?;
+        let built = match crate::plugin::registry().factory(&id.to_string()) {
+            Some(f) => f.metadata(value)?,
+            None => None,
+        };
+        Ok(PluginMetadata { id, built })
+    }
+}

@@ -35,6 +35,8 @@ pub struct RequestState {
     pub consumer: Option<Arc<ConsumerMatch>>,
     /// Consumers by credential, from the request's config snapshot (see [`Self::consumers`]).
     pub consumer_index: Option<Arc<ConsumerIndex>>,
+    /// The plugins' `plugin_metadata`, from the request's config snapshot.
+    pub metadata: Option<Arc<super::MetadataIndex>>,
     /// The status of the answer, once known (for the log phase).
     pub status: u16,
     /// The status the upstream answered (502/504 when the try failed), if one was asked.

@@ -79,6 +79,18 @@ pub fn known_fields(settings: &Value, own: &[&str], batched: bool) -> Result<(),
     Ok(())
 }
 
+/// A logger's `plugin_metadata`: its `log_format` (the plugin's own wins), for every
+/// instance of the plugin.
+pub fn metadata(value: &Value) -> Result<Option<super::Metadata>, String> {
+    match value.get("log_format") {
+        None => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(std::sync::Arc::new(Format::parse(map)))),
+        Some(_) => {
+            Err("property \"log_format\" validation failed: wrong type: expected object".into())
+        }
+    }
+}
+
 /// A `log_format`: names to `$var`s, literals or nested formats.
 #[derive(Debug, Clone)]
 enum Format {
@@ -134,6 +146,9 @@ struct Bodies {
     response: Option<Vec<u8>>,
 }
 
+/// Wraps a finished entry for its transport.
+pub type Frame = fn(&Cx<'_>, Entry) -> Entry;
+
 /// One configured logger: its entry settings and its queue.
 pub struct Logger {
     name: &'static str,
@@ -145,6 +160,8 @@ pub struct Logger {
     batch: BatchSettings,
     sink: Arc<dyn Sink<Entry>>,
     queue: OnceLock<Option<Batcher<Entry>>>,
+    /// Wraps each entry before it is queued (`syslog`'s RFC 5424 frame).
+    frame: Option<Frame>,
     /// Tells apart two instances in one request (a route's and a global rule's).
     id: usize,
 }
@@ -180,8 +197,15 @@ impl Logger {
             batch,
             sink,
             queue: OnceLock::new(),
+            frame: None,
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Each entry goes out wrapped by `frame`.
+    pub fn framed(mut self, frame: Frame) -> Logger {
+        self.frame = Some(frame);
+        self
     }
 
     fn bodies<'a>(&self, cx: &'a mut Cx<'_>) -> &'a mut Bodies {
@@ -206,7 +230,12 @@ impl Logger {
         let route = cx.state.route.as_deref();
         let route_id = route.and_then(|r| r.route_id.as_deref());
         let service_id = route.and_then(|r| r.service_id.as_deref());
-        if let Some(f) = &self.format {
+        let from_metadata = cx
+            .state
+            .metadata
+            .as_deref()
+            .and_then(|m| m.get::<Format>(self.name));
+        if let Some(f) = self.format.as_ref().or(from_metadata) {
             let mut v = cx.with_log_vars(|vars| f.render(vars, bodies));
             if let Value::Object(m) = &mut v {
                 if let Some(r) = route_id {
@@ -448,7 +477,10 @@ impl Plugin for Logger {
                 }
             }
         }
-        let entry = self.entry(cx);
+        let mut entry = self.entry(cx);
+        if let Some(frame) = self.frame {
+            entry = frame(cx, entry);
+        }
         let queue = self
             .queue
             .get_or_init(|| Batcher::start(self.name, self.batch.clone(), self.sink.clone()));

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::logger::{known_fields, Common, Logger};
+use super::Metadata;
 use super::{parse_settings, Factory, Plugin};
 use crate::logs::batch::BatchSettings;
 use crate::logs::sink::{Encoding, Endpoint, FileSink, HttpSink, TcpSink, UdpSink};
@@ -52,6 +53,9 @@ fn json_concat() -> String {
 impl Factory for HttpLoggerFactory {
     fn name(&self) -> &'static str {
         "http-logger"
+    }
+    fn metadata(&self, value: &Value) -> Result<Option<Metadata>, String> {
+        super::logger::metadata(value)
     }
     fn priority(&self) -> i32 {
         410
@@ -110,6 +114,9 @@ impl Factory for FileLoggerFactory {
     fn name(&self) -> &'static str {
         "file-logger"
     }
+    fn metadata(&self, value: &Value) -> Result<Option<Metadata>, String> {
+        super::logger::metadata(value)
+    }
     fn priority(&self) -> i32 {
         399
     }
@@ -157,6 +164,9 @@ impl Factory for TcpLoggerFactory {
     fn name(&self) -> &'static str {
         "tcp-logger"
     }
+    fn metadata(&self, value: &Value) -> Result<Option<Metadata>, String> {
+        super::logger::metadata(value)
+    }
     fn priority(&self) -> i32 {
         405
     }
@@ -169,6 +179,7 @@ impl Factory for TcpLoggerFactory {
         let s: TcpSettings = parse_settings(settings)?;
         let (common, batch) = common_and_batch(settings)?;
         let sink = TcpSink {
+            encoding: Encoding::JsonArray,
             host: s.host,
             port: s.port,
             tls: s.tls,
@@ -199,6 +210,9 @@ impl Factory for UdpLoggerFactory {
     fn name(&self) -> &'static str {
         "udp-logger"
     }
+    fn metadata(&self, value: &Value) -> Result<Option<Metadata>, String> {
+        super::logger::metadata(value)
+    }
     fn priority(&self) -> i32 {
         400
     }
@@ -207,6 +221,7 @@ impl Factory for UdpLoggerFactory {
         let s: UdpSettings = parse_settings(settings)?;
         let (common, batch) = common_and_batch(settings)?;
         let sink = UdpSink {
+            encoding: Encoding::JsonArray,
             host: s.host,
             port: s.port,
             timeout: positive("timeout", s.timeout)?,
@@ -217,6 +232,122 @@ impl Factory for UdpLoggerFactory {
             batch,
             Arc::new(sink),
         )?))
+    }
+}
+
+pub struct SyslogFactory;
+
+#[derive(Deserialize)]
+struct SyslogSettings {
+    host: String,
+    port: u16,
+    #[serde(default = "flush_limit")]
+    flush_limit: u64,
+    #[serde(default = "drop_limit")]
+    drop_limit: u64,
+    /// Milliseconds.
+    #[serde(default = "three_thousand")]
+    timeout: f64,
+    #[serde(default = "tcp")]
+    sock_type: String,
+    #[serde(default = "five")]
+    pool_size: u64,
+    #[serde(default)]
+    tls: bool,
+}
+
+fn flush_limit() -> u64 {
+    4096
+}
+fn drop_limit() -> u64 {
+    1_048_576
+}
+fn three_thousand() -> f64 {
+    3000.0
+}
+fn tcp() -> String {
+    "tcp".into()
+}
+fn five() -> u64 {
+    5
+}
+
+/// APISIX's RFC 5424 frame: facility SYSLOG, severity INFO, the request's host, app
+/// `apisix`, the process id, no structured data.
+fn rfc5424(cx: &super::Cx<'_>, entry: crate::logs::sink::Entry) -> crate::logs::sink::Entry {
+    let host = cx.with_vars(|v| v.var("host").map(|h| h.into_owned()));
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    format!(
+        "<46>1 {now} {} apisix {} - - {entry}\n",
+        host.as_deref().filter(|h| !h.is_empty()).unwrap_or("-"),
+        std::process::id()
+    )
+    .into()
+}
+
+impl Factory for SyslogFactory {
+    fn name(&self) -> &'static str {
+        "syslog"
+    }
+    fn metadata(&self, value: &Value) -> Result<Option<Metadata>, String> {
+        super::logger::metadata(value)
+    }
+    fn priority(&self) -> i32 {
+        401
+    }
+    fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
+        known_fields(
+            settings,
+            &[
+                "host",
+                "port",
+                "flush_limit",
+                "drop_limit",
+                "timeout",
+                "sock_type",
+                "pool_size",
+                "tls",
+            ],
+            true,
+        )?;
+        let s: SyslogSettings = parse_settings(settings)?;
+        if s.flush_limit < 1 {
+            return Err("property \"flush_limit\" validation failed: expected >= 1".into());
+        }
+        if s.pool_size < 5 {
+            return Err("property \"pool_size\" validation failed: expected >= 5".into());
+        }
+        let _ = s.drop_limit;
+        let (common, batch) = common_and_batch(settings)?;
+        let timeout = positive("timeout", s.timeout / 1000.0)?;
+        let sink: Arc<dyn crate::logs::batch::Sink<crate::logs::sink::Entry>> =
+            match s.sock_type.as_str() {
+                "tcp" => Arc::new(TcpSink {
+                    encoding: Encoding::Concat,
+                    host: s.host,
+                    port: s.port,
+                    tls: s.tls,
+                    tls_server_name: None,
+                    timeout,
+                }),
+                "udp" if s.tls => {
+                    return Err("property \"tls\" validation failed: syslog over UDP has no TLS".into())
+                }
+                "udp" => Arc::new(UdpSink {
+                    encoding: Encoding::Concat,
+                    host: s.host,
+                    port: s.port,
+                    timeout,
+                }),
+                other => {
+                    return Err(format!(
+                        "property \"sock_type\" validation failed: matches none of the enum values (tcp, udp): {other:?}"
+                    ))
+                }
+            };
+        Ok(Arc::new(
+            Logger::new("syslog", common, batch, sink)?.framed(rfc5424),
+        ))
     }
 }
 
@@ -259,6 +390,19 @@ mod tests {
         )
         .contains("batch_max_size"));
         assert!(err(&TcpLoggerFactory, json!({"host": "a"})).contains("port"));
+        assert!(SyslogFactory
+            .build(&json!({"host": "127.0.0.1", "port": 514, "sock_type": "udp"}))
+            .is_ok());
+        assert!(err(
+            &SyslogFactory,
+            json!({"host": "a", "port": 1, "sock_type": "sctp"})
+        )
+        .contains("sock_type"));
+        assert!(err(
+            &SyslogFactory,
+            json!({"host": "a", "port": 1, "pool_size": 1})
+        )
+        .contains("pool_size"));
         assert!(err(&UdpLoggerFactory, json!({"host": "a", "port": 70000})).contains("port"));
         assert!(err(
             &UdpLoggerFactory,

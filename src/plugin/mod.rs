@@ -70,6 +70,34 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::future::Future;
 use std::pin::Pin;
 
+/// A plugin's compiled `plugin_metadata`, read by its instances at request time.
+pub type Metadata = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Every plugin's compiled metadata, by plugin name (one per config snapshot).
+#[derive(Default, Clone)]
+pub struct MetadataIndex(std::collections::BTreeMap<String, Metadata>);
+
+impl std::fmt::Debug for MetadataIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl MetadataIndex {
+    pub fn new(entries: impl IntoIterator<Item = (String, Metadata)>) -> MetadataIndex {
+        MetadataIndex(entries.into_iter().collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `plugin`'s metadata, as the type its factory made.
+    pub fn get<T: 'static>(&self, plugin: &str) -> Option<&T> {
+        self.0.get(plugin).and_then(|m| m.downcast_ref())
+    }
+}
+
 /// What a request phase decides.
 pub enum Flow {
     /// Go on with the next plugin.
@@ -161,6 +189,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(real_ip::RealIpFactory);
     r.register(redirect::RedirectFactory);
     r.register(referer_restriction::RefererRestrictionFactory);
+    r.register(loggers::SyslogFactory);
     r.register(loggers::TcpLoggerFactory);
     r.register(loggers::UdpLoggerFactory);
     r.register(request_id::RequestIdFactory);

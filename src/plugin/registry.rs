@@ -46,6 +46,11 @@ pub trait Factory: Send + Sync + 'static {
     fn is_auth(&self) -> bool {
         false
     }
+    /// Checks and compiles the plugin's `plugin_metadata` (gateway-wide settings);
+    /// `None` for plugins that read none.
+    fn metadata(&self, _value: &Value) -> Result<Option<super::Metadata>, String> {
+        Ok(None)
+    }
     /// The fields APISIX's Admin API stores encrypted (`encrypt_fields`; an auth plugin's on
     /// its consumer side): they are decrypted with the keyring before the factory sees them.
     fn encrypt_fields(&self) -> &'static [&'static str] {

@@ -398,6 +398,9 @@ impl ProxyHttp for Gateway {
         let global = tables.global_chain();
         ctx.global = (!global.is_empty()).then(|| global.clone());
         ctx.plugins.consumer_index = Some(tables.consumers().clone());
+        if !tables.plugin_metadata().is_empty() {
+            ctx.plugins.metadata = Some(tables.plugin_metadata().clone());
+        }
         let req = session.req_header_mut();
         for h in &CONSUMER_HEADERS {
             if req.headers.contains_key(h) {

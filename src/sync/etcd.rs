@@ -718,7 +718,10 @@ mod tests {
             );
         }
         assert_eq!(classify_key(p, "/apisix/protos/a/b"), KeyIs::Ignored);
-        assert_eq!(classify(p, "/apisix/plugin_metadata/x"), None);
+        assert_eq!(
+            classify(p, "/apisix/plugin_metadata/http-logger"),
+            Some((Kind::PluginMetadata, "http-logger".into()))
+        );
         assert_eq!(
             classify(p, "/apisix/consumers/jack/credentials/1"),
             Some((Kind::Credential, "jack/1".into()))

@@ -49,6 +49,8 @@ pub struct ConfigSet {
     /// By `username/id`.
     pub credentials: ShardedMap<String, Loaded<Credential>>,
     pub ssls: ShardedMap<Id, Loaded<Ssl>>,
+    /// By plugin name.
+    pub plugin_metadata: ShardedMap<Id, Loaded<crate::model::PluginMetadata>>,
 }
 
 fn loaded<T>(seq: u64, item: T) -> Loaded<T> {
@@ -93,6 +95,9 @@ impl ConfigSet {
             Resource::Ssl(s) => {
                 self.ssls.insert(s.id.clone(), loaded(seq, s));
             }
+            Resource::PluginMetadata(m) => {
+                self.plugin_metadata.insert(m.id.clone(), loaded(seq, m));
+            }
         }
     }
 
@@ -129,6 +134,7 @@ impl ConfigSet {
             Kind::GlobalRule => keep(&mut self.global_rules, &previous.global_rules, key),
             Kind::ConsumerGroup => keep(&mut self.consumer_groups, &previous.consumer_groups, key),
             Kind::Ssl => keep(&mut self.ssls, &previous.ssls, key),
+            Kind::PluginMetadata => keep(&mut self.plugin_metadata, &previous.plugin_metadata, key),
             Kind::Consumer => keep(&mut self.consumers, &previous.consumers, id.to_string()),
             Kind::Credential => keep(&mut self.credentials, &previous.credentials, id.to_string()),
         }
@@ -146,6 +152,7 @@ impl ConfigSet {
         c.insert(Kind::ConsumerGroup.dir(), self.consumer_groups.len());
         c.insert(Kind::Credential.dir(), self.credentials.len());
         c.insert(Kind::Ssl.dir(), self.ssls.len());
+        c.insert(Kind::PluginMetadata.dir(), self.plugin_metadata.len());
         c
     }
 }
@@ -197,6 +204,8 @@ pub struct Tables {
     consumers: Arc<ConsumerIndex>,
     /// The TLS listeners' certificates by SNI.
     certs: Arc<crate::tls::CertIndex>,
+    /// The plugins' compiled `plugin_metadata`, by plugin name.
+    metadata: Arc<crate::plugin::MetadataIndex>,
     /// Resources that are valid alone but conflict with another (a key two consumers share).
     pub conflicts: Arc<Vec<Invalid>>,
     /// Routes not served because of what their plugins ask for (a traffic-split upstream that
@@ -258,6 +267,7 @@ impl Tables {
         tables.rebuild_global();
         tables.rebuild_consumers();
         tables.rebuild_certs();
+        tables.rebuild_metadata();
         let mut routes: Vec<&Loaded<Route>> = config.routes.values().collect();
         routes.sort_by_key(|r| r.seq);
         for r in routes {
@@ -316,7 +326,7 @@ impl Tables {
     }
 
     fn apply_all(&mut self, changes: Vec<Change>, previous: Option<&Tables>) {
-        let (mut global, mut consumers, mut certs) = (false, false, false);
+        let (mut global, mut consumers, mut certs, mut metadata) = (false, false, false, false);
         for change in changes {
             let kind = match &change {
                 Change::Put { resource, .. } => resource.kind(),
@@ -324,6 +334,7 @@ impl Tables {
             };
             global |= kind == Kind::GlobalRule;
             certs |= kind == Kind::Ssl;
+            metadata |= kind == Kind::PluginMetadata;
             consumers |= matches!(
                 kind,
                 Kind::Consumer | Kind::Credential | Kind::ConsumerGroup
@@ -342,6 +353,24 @@ impl Tables {
         if certs {
             self.rebuild_certs();
         }
+        if metadata {
+            self.rebuild_metadata();
+        }
+    }
+
+    /// The plugins' compiled metadata, by plugin name.
+    fn rebuild_metadata(&mut self) {
+        self.metadata = Arc::new(crate::plugin::MetadataIndex::new(
+            self.config
+                .plugin_metadata
+                .values()
+                .filter_map(|m| m.item.built.clone().map(|b| (m.item.id.to_string(), b))),
+        ));
+    }
+
+    /// The plugins' `plugin_metadata`.
+    pub fn plugin_metadata(&self) -> &Arc<crate::plugin::MetadataIndex> {
+        &self.metadata
     }
 
     /// Files the server certificates by SNI, in load order.
@@ -857,6 +886,9 @@ impl Tables {
             Kind::Ssl => {
                 self.config.ssls.remove(id);
                 self.refresh_client_certs(id);
+            }
+            Kind::PluginMetadata => {
+                self.config.plugin_metadata.remove(id);
             }
         }
     }

@@ -471,6 +471,13 @@ fn bad_bodies_and_references_are_refused_with_apisix_messages() {
         "invalid configuration",
     );
     refused("PUT", "/plugin_metadata/nope", r#"{}"#, 400, "nope");
+    refused(
+        "PUT",
+        "/plugin_metadata/http-logger",
+        r#"{"log_format": "$uri"}"#,
+        400,
+        "log_format",
+    );
     refused("PUT", "/routes/1", r#"{"uri": "/"}"#, 201, "");
     // methods APISIX does not take for a kind
     for (method, path, noun) in [

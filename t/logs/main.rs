@@ -345,3 +345,96 @@ fn a_dead_log_server_neither_slows_nor_grows_the_gateway() {
         g.log()
     );
 }
+
+#[test]
+fn syslog_frames_entries_as_rfc5424_over_udp_and_tcp() {
+    let echo = Echo::start("up");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let (tcp_port, tcp_got) = tcp_sink();
+    let g = Gateway::start(&yaml(&[
+        json!({"id": "su", "uri": "/su", "upstream": up,
+               "plugins": {"syslog": {"host": "127.0.0.1", "port": udp_port, "sock_type": "udp",
+                                      "batch_max_size": 1, "log_format": {"u": "$uri"}}}}),
+        json!({"id": "st", "uri": "/st", "upstream": up,
+               "plugins": {"syslog": {"host": "127.0.0.1", "port": tcp_port, "batch_max_size": 2}}}),
+    ]));
+    assert_eq!(g.get("/su", Some("example.com")).status, 200);
+    let mut buf = [0u8; 65536];
+    let n = udp.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // <PRI>1 TIMESTAMP HOST APP PID MSGID SD MSG: facility SYSLOG (5), severity INFO (6)
+    let parts: Vec<&str> = line.splitn(8, ' ').collect();
+    assert_eq!(parts[0], "<46>1", "{line}");
+    assert!(parts[1].ends_with('Z') && parts[1].contains('T'), "{line}");
+    assert_eq!(parts[2], "example.com");
+    assert_eq!(parts[3], "apisix");
+    assert_eq!(parts[4], g.pid().to_string());
+    assert_eq!((parts[5], parts[6]), ("-", "-"));
+    assert!(line.ends_with('\n'));
+    let entry: Value = serde_json::from_str(parts[7].trim_end()).unwrap();
+    assert_eq!(entry, json!({"u": "/su", "route_id": "su"}));
+
+    for _ in 0..2 {
+        assert_eq!(g.get("/st", None).status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || !tcp_got
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let got = tcp_got.lock().unwrap()[0].clone();
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 2, "two frames in one batch: {got}");
+    for l in lines {
+        assert!(
+            l.starts_with("<46>1 ") && l.contains(" localhost apisix "),
+            "{l}"
+        );
+        let json = l.splitn(8, ' ').nth(7).unwrap();
+        let e: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(e["route_id"], "st");
+    }
+}
+
+#[test]
+fn a_loggers_log_format_can_come_from_plugin_metadata() {
+    let echo = Echo::start("up");
+    let receiver = Echo::start("logs");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let logger = |path: &str| json!({"uri": format!("http://{}/{path}", receiver.addr()), "batch_max_size": 1});
+    let mut own = logger("own");
+    own["log_format"] = json!({"own": "$uri"});
+    let g = Gateway::start(&format!(
+        "{}plugin_metadata:\n  - {}\n#END\n",
+        yaml(&[
+            json!({"id": "m", "uri": "/m", "upstream": up, "plugins": {"http-logger": logger("meta")}}),
+            json!({"id": "o", "uri": "/o", "upstream": up, "plugins": {"http-logger": own}}),
+        ])
+        .trim_end_matches("#END\n"),
+        json!({"id": "http-logger", "log_format": {"h": "$host", "m": "$request_method"}})
+    ));
+    assert_eq!(g.status()["counts"]["plugin_metadata"], 1, "{}", g.status());
+    assert_eq!(g.get("/m", Some("meta.test")).status, 200);
+    assert_eq!(g.get("/o", None).status, 200);
+    let body = |path: &str| {
+        receiver
+            .seen()
+            .into_iter()
+            .find(|s| s["path"] == path)
+            .and_then(|s| serde_json::from_str::<Value>(s["body"].as_str()?).ok())
+    };
+    assert!(wait_until(Duration::from_secs(10), || body("/meta")
+        .is_some()
+        && body("/own").is_some()));
+    assert_eq!(
+        body("/meta").unwrap(),
+        json!([{"h": "meta.test", "m": "GET", "route_id": "m"}])
+    );
+    // the plugin's own log_format wins
+    assert_eq!(
+        body("/own").unwrap(),
+        json!([{"own": "/o", "route_id": "o"}])
+    );
+}

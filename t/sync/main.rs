@@ -60,6 +60,7 @@ fn views_match(g: &Gateway, etcdctl: impl Fn(&[&str]) -> String) -> bool {
             "global_rules",
             "consumers",
             "ssls",
+            "plugin_metadata",
         ];
         let parts: Vec<&str> = key.trim_start_matches("/apisix/").split('/').collect();
         let credential = parts.len() == 4 && parts[0] == "consumers" && parts[2] == "credentials";
