@@ -2,7 +2,8 @@
 # What observability costs per request, and what a scrape costs at 10k routes.
 #
 # 1. wrk through one Portico (threads: 1) to one nginx upstream: a bare route against a route
-#    with prometheus + http-logger (batches POSTed to a second nginx), measured in turns.
+#    with prometheus + http-logger (batches POSTed to a second nginx), and one whose
+#    http-logger posts to a dead server (accepts, never answers), measured in turns.
 # 2. 10,000 routes with prometheus, each requested once, then the exporter scraped: time and
 #    size of the answer.
 #
@@ -22,7 +23,15 @@ cargo build --release --bin portico >/dev/null
 dir=$(mktemp -d)
 trap 'kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$dir"' EXIT
 . examples/bench_common.sh
-UP=$(port); LOGS=$(port); PTC=$(port); STATUS=$(port); METRICS=$(port)
+UP=$(port); LOGS=$(port); PTC=$(port); STATUS=$(port); METRICS=$(port); HOLE=$(port)
+# a log server that accepts connections and never answers
+python3 -c "
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $HOLE)); s.listen(1024); held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+" & echo $! > "$dir/hole.pid"
 
 cat > "$dir/apisix.yaml" <<CONF
 upstreams:
@@ -37,6 +46,12 @@ routes:
     plugins:
       prometheus: {}
       http-logger: {uri: "http://127.0.0.1:$LOGS/logs"}
+  - id: dead
+    uri: /dead
+    upstream_id: up
+    plugins:
+      prometheus: {}
+      http-logger: {uri: "http://127.0.0.1:$HOLE/logs", timeout: 30}
 #END
 CONF
 
@@ -64,15 +79,21 @@ one() {
   sum_rps[$name]=$(awk -v a="${sum_rps[$name]:-0}" -v b="$rps" 'BEGIN{print a+b}')
   sum_p99[$name]=$(awk -v a="${sum_p99[$name]:-0}" -v b="$(echo "$p99" | ms)" 'BEGIN{print a+b}')
 }
-for name in bare obs; do wrk -t1 -c4 -d1s "http://127.0.0.1:$PTC/$name" >/dev/null; done
+for name in bare obs dead; do wrk -t1 -c4 -d1s "http://127.0.0.1:$PTC/$name" >/dev/null; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$dir/portico.pid")/status"; }
+rss_before=$(rss)
 echo "== wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
 for _ in $(seq "$ROUNDS"); do
-  for name in bare obs; do one "$name"; done
+  for name in bare obs dead; do one "$name"; done
 done
 awk -v a="${sum_rps[obs]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[obs]}" -v d="${sum_p99[bare]}" \
   -v e="${sum_us[obs]}" -v f="${sum_us[bare]}" \
   'BEGIN { printf "prometheus + http-logger / bare: %.3fx the throughput, p99 %.2fx, %.2fx the CPU per request\n", a / b, c / d, e / f }'
 sleep 6 # the last batch
+awk -v a="${sum_rps[dead]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[dead]}" -v d="${sum_p99[bare]}" \
+  'BEGIN { printf "same, logging to a dead server / bare: %.3fx the throughput, p99 %.2fx\n", a / b, c / d }'
+echo "Portico RSS: $rss_before KiB after warm-up, $(rss) KiB after the rounds"
+grep -c "log queue is full" "$dir/portico.log" | sed 's/^/"log queue is full" lines: /'
 echo "log posts the log server answered: $(curl -s "http://127.0.0.1:$LOGS/nginx_status" | awk 'NR==3 {print $3 - 1}')"
 kill "$(cat "$dir/portico.pid")"; rm -f "$dir/portico.pid"; sleep 0.5
 
