@@ -4,6 +4,7 @@
 //! This is the buffer between the outside formats and the request path: routers and upstream
 //! tables are compiled from these types, never from JSON.
 
+pub mod checks;
 mod fields;
 mod id;
 mod plugins;

@@ -133,8 +133,8 @@ pub struct Upstream {
     pub timeout: Option<Timeout>,
     pub scheme: Scheme,
     pub pass_host: PassHost,
-    /// Health checks, kept as given until checks are implemented.
-    pub checks: Option<Value>,
+    /// Health checks (none: off).
+    pub checks: super::checks::Checks,
     pub tls: UpstreamTls,
     pub keepalive_pool: KeepalivePool,
     pub name: Option<String>,
@@ -461,14 +461,9 @@ impl Upstream {
             timeout: Timeout::parse(&o)?,
             scheme,
             pass_host,
-            checks: match o.object("checks")? {
-                Some(c) if c.has("passive") && !c.has("active") => {
-                    return Err(failed(
-                        "checks",
-                        "passive checks need active checks too (nothing else brings a node back)",
-                    ))
-                }
-                _ => o.get("checks").cloned(),
+            checks: match o.get("checks") {
+                None | Some(Value::Null) => super::checks::Checks::default(),
+                Some(c) => super::checks::Checks::parse(c)?,
             },
             tls: parse_tls(&o)?,
             keepalive_pool: parse_pool(&o)?,

@@ -866,8 +866,9 @@ impl ProxyHttp for Gateway {
         if code >= 500 {
             if let Some(entry) = &ctx.route {
                 let node = ctx.tried.last().map(Node::authority).unwrap_or_default();
+                let upstream = ctx.target.as_ref().map_or("", |t| t.upstream_name.as_str());
                 log::error!(
-                    "route {}: node {node}: answering {code}: {e}",
+                    "route {}: {upstream} node {node}: answering {code}: {e}",
                     entry.route.id
                 );
             }

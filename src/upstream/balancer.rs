@@ -157,7 +157,7 @@ impl Balancer {
         previous: Option<&Balancer>,
         client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
     ) -> Balancer {
-        let checks = Checks::from_upstream(upstream);
+        let checks = upstream.checks.clone();
         let nodes: Vec<Arc<NodeState>> = upstream
             .nodes
             .iter()

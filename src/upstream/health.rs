@@ -2,11 +2,6 @@
 //! its thresholds and defaults. A node's health lives beside it across config versions.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
-
-use serde_json::Value;
-
-use crate::model::Upstream;
 
 /// What one probe or one proxied request says about a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,146 +11,7 @@ pub enum Outcome {
     Timeout,
 }
 
-/// When a node changes state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thresholds {
-    pub healthy_statuses: Vec<u16>,
-    pub successes: u32,
-    pub unhealthy_statuses: Vec<u16>,
-    pub http_failures: u32,
-    pub tcp_failures: u32,
-    pub timeouts: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeKind {
-    Http,
-    Https,
-    Tcp,
-}
-
-/// `checks.active`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveCheck {
-    pub kind: ProbeKind,
-    pub http_path: String,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub timeout: Duration,
-    pub concurrency: usize,
-    pub req_headers: Vec<String>,
-    pub healthy_interval: Duration,
-    pub unhealthy_interval: Duration,
-    pub thresholds: Thresholds,
-}
-
-/// The checks of one upstream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checks {
-    pub active: Option<ActiveCheck>,
-    pub passive: Option<Thresholds>,
-}
-
-fn statuses(v: Option<&Value>, default: &[u16]) -> Vec<u16> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_u64())
-                .map(|s| s as u16)
-                .collect()
-        })
-        .unwrap_or_else(|| default.to_vec())
-}
-
-fn count(v: Option<&Value>, default: u32) -> u32 {
-    v.and_then(Value::as_u64)
-        .map_or(default, |n| n.min(254) as u32)
-}
-
-fn secs(v: Option<&Value>, default: f64) -> Duration {
-    let s = v.and_then(Value::as_f64).unwrap_or(default);
-    Duration::from_secs_f64(if s.is_finite() && s > 0.0 {
-        s.min(3600.0)
-    } else {
-        default
-    })
-}
-
-const ACTIVE_HEALTHY: &[u16] = &[200, 302];
-const ACTIVE_UNHEALTHY: &[u16] = &[429, 404, 500, 501, 502, 503, 504, 505];
-const PASSIVE_HEALTHY: &[u16] = &[
-    200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 306, 307, 308,
-];
-const PASSIVE_UNHEALTHY: &[u16] = &[429, 500, 503];
-
-impl Checks {
-    /// Reads APISIX's `checks` (already shape-checked as JSON); absent parts are off.
-    pub fn from_upstream(u: &Upstream) -> Checks {
-        let Some(checks) = &u.checks else {
-            return Checks::default();
-        };
-        let active = checks.get("active").map(|a| {
-            let healthy = a.get("healthy");
-            let unhealthy = a.get("unhealthy");
-            let h = |k: &str| healthy.and_then(|x| x.get(k));
-            let uh = |k: &str| unhealthy.and_then(|x| x.get(k));
-            ActiveCheck {
-                kind: match a.get("type").and_then(Value::as_str) {
-                    Some("https") => ProbeKind::Https,
-                    Some("tcp") => ProbeKind::Tcp,
-                    _ => ProbeKind::Http,
-                },
-                http_path: a
-                    .get("http_path")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/")
-                    .to_string(),
-                host: a.get("host").and_then(Value::as_str).map(str::to_string),
-                port: a
-                    .get("port")
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u16::try_from(p).ok()),
-                timeout: secs(a.get("timeout"), 1.0),
-                concurrency: a
-                    .get("concurrency")
-                    .and_then(Value::as_u64)
-                    .map_or(10, |c| c.clamp(1, 1000) as usize),
-                req_headers: a
-                    .get("req_headers")
-                    .and_then(Value::as_array)
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(|h| h.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                healthy_interval: secs(h("interval"), 1.0),
-                unhealthy_interval: secs(uh("interval"), 1.0),
-                thresholds: Thresholds {
-                    healthy_statuses: statuses(h("http_statuses"), ACTIVE_HEALTHY),
-                    successes: count(h("successes"), 2),
-                    unhealthy_statuses: statuses(uh("http_statuses"), ACTIVE_UNHEALTHY),
-                    http_failures: count(uh("http_failures"), 5),
-                    tcp_failures: count(uh("tcp_failures"), 2),
-                    timeouts: count(uh("timeouts"), 3),
-                },
-            }
-        });
-        let passive = checks.get("passive").map(|p| {
-            let h = |k: &str| p.get("healthy").and_then(|x| x.get(k));
-            let uh = |k: &str| p.get("unhealthy").and_then(|x| x.get(k));
-            Thresholds {
-                healthy_statuses: statuses(h("http_statuses"), PASSIVE_HEALTHY),
-                successes: count(h("successes"), 5),
-                unhealthy_statuses: statuses(uh("http_statuses"), PASSIVE_UNHEALTHY),
-                http_failures: count(uh("http_failures"), 5),
-                tcp_failures: count(uh("tcp_failures"), 2),
-                timeouts: count(uh("timeouts"), 7),
-            }
-        });
-        Checks { active, passive }
-    }
-}
+pub use crate::model::checks::{ActiveCheck, Checks, ProbeKind, Thresholds};
 
 /// One node's health and the counters that move it.
 #[derive(Debug)]
@@ -230,12 +86,12 @@ mod tests {
 
     #[test]
     fn thresholds_move_the_state_both_ways() {
-        let u = Upstream::parse(
+        let u = crate::model::Upstream::parse(
             &json!({"nodes": {"127.0.0.1:1": 1}, "checks": {"active": {"healthy": {"successes": 2}, "unhealthy": {"tcp_failures": 2, "http_failures": 3}}, "passive": {}}}),
             Some("u"),
         )
         .unwrap();
-        let checks = Checks::from_upstream(&u);
+        let checks = u.checks.clone();
         let t = &checks.active.as_ref().unwrap().thresholds;
         let h = Health::new();
         assert_eq!(h.record(Outcome::TcpFailure, t), None);

@@ -14,7 +14,8 @@ pub const PASSWORD: &str = "portico-redis-pw";
 pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
-    cluster: bool,
+    /// A cluster member's bus port (kept across restarts: its nodes.conf names it).
+    cluster: Option<u16>,
     /// Serving TLS only, with `server.pem`/`server.key` of this directory (see `Certs`).
     tls: Option<std::path::PathBuf>,
     child: Option<Child>,
@@ -26,7 +27,7 @@ impl RedisServer {
         let mut r = RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
-            cluster: false,
+            cluster: None,
             tls: None,
             child: None,
         };
@@ -39,7 +40,7 @@ impl RedisServer {
         let mut r = RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
-            cluster: false,
+            cluster: None,
             tls: Some(certs.to_path_buf()),
             child: None,
         };
@@ -51,7 +52,7 @@ impl RedisServer {
         let mut r = RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
-            cluster: true,
+            cluster: Some(free_port()),
             tls: None,
             child: None,
         };
@@ -98,7 +99,7 @@ impl RedisServer {
             "--masterauth".into(),
             PASSWORD.into(),
         ]);
-        if self.cluster {
+        if let Some(bus) = self.cluster {
             args.extend([
                 "--cluster-enabled".into(),
                 "yes".into(),
@@ -106,6 +107,10 @@ impl RedisServer {
                 self.dir.path().join("nodes.conf").display().to_string(),
                 "--cluster-node-timeout".into(),
                 "2000".into(),
+                // The bus port is port + 10000 unless given, which can land on a port in
+                // use (an outgoing connection's): a free one of its own instead.
+                "--cluster-port".into(),
+                bus.to_string(),
             ]);
         }
         let child = Command::new(
@@ -161,7 +166,7 @@ impl RedisServer {
         if let Some(d) = &self.tls {
             cmd.arg("--tls").arg("--cacert").arg(d.join("ca.pem"));
         }
-        if self.cluster {
+        if self.cluster.is_some() {
             cmd.arg("-c");
         }
         let out = cmd
