@@ -261,8 +261,12 @@ pub fn run(mut registry: Registry) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let app =
-                    crate::admin::AdminApp::new(&config.admin, client, settings.prefix.clone());
+                let app = crate::admin::AdminApp::new(
+                    &config.admin,
+                    client,
+                    settings.prefix.clone(),
+                    Some(store.clone()),
+                );
                 let mut admin = Service::new("admin api".to_string(), app);
                 admin.add_tcp(&config.admin.listen);
                 server.add_service(admin);

@@ -35,14 +35,17 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
+    /// `tables` is the gateway's own compiled config, when one runs beside (the auth-key
+    /// duplicate check reads its consumers).
     pub fn new(
         config: &crate::config::AdminConfig,
         client: crate::etcd::Client,
         prefix: String,
+        tables: Option<std::sync::Arc<crate::tables::Store>>,
     ) -> AdminApp {
         AdminApp {
             access: Access::new(config),
-            ops: ops::Ops::new(store::Store::new(client, prefix)),
+            ops: ops::Ops::new(store::Store::new(client, prefix), tables),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! One function per Admin API method: read, check, write in a transaction, answer, with
 //! APISIX 3.x's rules (read `apisix/admin/*.lua` and `t/admin/*.t` for the source of each).
 
+use std::sync::Arc;
+
 use http::Method;
 use serde_json::{json, Map, Value};
 
@@ -20,6 +22,9 @@ const KEY_LOCKS: usize = 64;
 /// The operations, over one etcd store.
 pub struct Ops {
     store: Store,
+    /// The gateway's own compiled config, for what only it knows (which consumer holds an
+    /// auth key); `None` in an Admin API without a gateway beside it.
+    tables: Option<Arc<crate::tables::Store>>,
     /// Writes to one key from this gateway take turns, so concurrent PATCHes merge in
     /// order instead of racing each other to the retry limit; writers elsewhere (another
     /// gateway, etcdctl) are caught by the transaction's revision check and retried.
@@ -185,9 +190,10 @@ fn entry(dir: Dir, s: Stored) -> Value {
 }
 
 impl Ops {
-    pub fn new(store: Store) -> Ops {
+    pub fn new(store: Store, tables: Option<Arc<crate::tables::Store>>) -> Ops {
         Ops {
             store,
+            tables,
             locks: (0..KEY_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -442,6 +448,7 @@ impl Ops {
             }
         }
         check::validate(place.dir, &place.model_id(), value).map_err(Answer::bad_request)?;
+        self.duplicate_key(place, value)?;
         if place.dir == Dir::Kind(Kind::GlobalRule) {
             self.one_global_rule_per_plugin(&place.id, value).await?;
         }
@@ -456,6 +463,55 @@ impl Ops {
                     )));
                 }
                 Err(e) => return Err(Answer::etcd("cannot read from etcd", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an auth key another consumer or credential already holds, in APISIX 3.x's
+    /// words: requests could not tell the two apart. Like APISIX, it asks the gateway's loaded
+    /// consumers (a write not yet synced is not seen; the sync then rejects the later one).
+    fn duplicate_key(&self, place: &Place<'_>, value: &Value) -> Result<(), Answer> {
+        let (user, credential) = match place.dir {
+            Dir::Kind(Kind::Consumer) => (place.id.as_str(), None),
+            Dir::Kind(Kind::Credential) => (place.consumer.unwrap_or_default(), Some(&*place.id)),
+            _ => return Ok(()),
+        };
+        let (Some(tables), Some(plugins)) = (
+            &self.tables,
+            value.get("plugins").and_then(Value::as_object),
+        ) else {
+            return Ok(());
+        };
+        let tables = tables.load();
+        let index = tables.consumers();
+        for (name, conf) in plugins {
+            let attr = match name.as_str() {
+                "key-auth" | "jwt-auth" => "key",
+                "basic-auth" => "username",
+                "hmac-auth" => "key_id",
+                _ => continue,
+            };
+            let Some(key) = conf.get(attr).and_then(Value::as_str) else {
+                continue;
+            };
+            // A reference is resolved when it loads, not here.
+            if key.starts_with("$env://") || key.starts_with("$secret://") {
+                continue;
+            }
+            let Some(owner) = index.find(name, key) else {
+                continue;
+            };
+            let is_self = owner.username == user
+                && (credential.is_none() || owner.credential_id.as_deref() == credential);
+            if !is_self {
+                let owner_desc = match &owner.credential_id {
+                    Some(c) => format!("credential: {c} of consumer: {}", owner.username),
+                    None => format!("consumer: {}", owner.username),
+                };
+                return Err(Answer::bad_request(format!(
+                    "duplicate {attr} of plugin {name} found with {owner_desc}"
+                )));
             }
         }
         Ok(())

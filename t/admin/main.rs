@@ -773,3 +773,60 @@ fn an_open_admin_api_is_refused_at_start() {
     let (ok, err) = check();
     assert!(!ok && err.contains("role"), "{err}");
 }
+
+#[test]
+fn an_auth_key_another_consumer_holds_is_refused() {
+    let etcd = EtcdMember::start();
+    let a = Admin::start(&etcd);
+    let (s, _) = a.call(
+        "PUT",
+        "/consumers",
+        Some(json!({"username": "jack", "plugins": {"key-auth": {"key": "k1"}}})),
+    );
+    assert_eq!(s, 201);
+    let (s, _) = a.call(
+        "PUT",
+        "/consumers/jack/credentials/c1",
+        Some(json!({"plugins": {"basic-auth": {"username": "jb", "password": "p"}}})),
+    );
+    assert_eq!(s, 201);
+    // the check reads the gateway's loaded consumers, as APISIX's does
+    assert!(wait_until(Duration::from_secs(10), || {
+        a.gateway.status()["counts"]["credentials"] == 1
+    }));
+    let (s, v) = a.call(
+        "PUT",
+        "/consumers",
+        Some(json!({"username": "rose", "plugins": {"key-auth": {"key": "k1"}}})),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v["error_msg"],
+        "duplicate key of plugin key-auth found with consumer: jack"
+    );
+    let (s, _) = a.call("PUT", "/consumers", Some(json!({"username": "rose"})));
+    assert_eq!(s, 201);
+    let (s, v) = a.call(
+        "PUT",
+        "/consumers/rose/credentials/r1",
+        Some(json!({"plugins": {"basic-auth": {"username": "jb", "password": "x"}}})),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v["error_msg"],
+        "duplicate username of plugin basic-auth found with credential: c1 of consumer: jack"
+    );
+    // a consumer or credential does not conflict with itself
+    let (s, v) = a.call(
+        "PUT",
+        "/consumers",
+        Some(json!({"username": "jack", "plugins": {"key-auth": {"key": "k1"}}, "desc": "v2"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = a.call(
+        "PUT",
+        "/consumers/jack/credentials/c1",
+        Some(json!({"plugins": {"basic-auth": {"username": "jb", "password": "q"}}})),
+    );
+    assert_eq!(s, 200, "{v}");
+}
