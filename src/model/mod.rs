@@ -21,7 +21,8 @@ pub use resources::{
 };
 pub use route::{Methods, Route};
 pub use upstream::{
-    cert_key, BalancerKind, KeepalivePool, Node, PassHost, Scheme, Timeout, Upstream, UpstreamTls,
+    cert_key, BalancerKind, HashOn, KeepalivePool, Node, PassHost, Scheme, Timeout, Upstream,
+    UpstreamTls,
 };
 
 use std::fmt;

@@ -121,12 +121,28 @@ impl Node {
     }
 }
 
+/// What a `chash` upstream hashes (`hash_on`): APISIX's five sources of the key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HashOn {
+    /// An nginx variable named by `key` (APISIX's default).
+    #[default]
+    Vars,
+    /// The request header named by `key`.
+    Header,
+    /// The cookie named by `key`.
+    Cookie,
+    /// The consumer an auth plugin found (the client address without one).
+    Consumer,
+    /// `key` as a template of `$var`s (`$host-$uri`).
+    VarsCombinations,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub id: Option<Id>,
     pub nodes: Vec<Node>,
     pub kind: BalancerKind,
-    pub hash_on: Option<String>,
+    pub hash_on: HashOn,
     pub key: Option<String>,
     pub retries: Option<u32>,
     pub retry_timeout: Option<Duration>,
@@ -401,20 +417,21 @@ impl Upstream {
             }
             None => return Err("property \"nodes\" is required".into()),
         };
-        let hash_on = o.str("hash_on")?.map(str::to_string);
-        if let Some(h) = &hash_on {
-            if !matches!(
-                h.as_str(),
-                "vars" | "header" | "cookie" | "consumer" | "vars_combinations"
-            ) {
+        let hash_on = match o.str("hash_on")? {
+            None | Some("vars") => HashOn::Vars,
+            Some("header") => HashOn::Header,
+            Some("cookie") => HashOn::Cookie,
+            Some("consumer") => HashOn::Consumer,
+            Some("vars_combinations") => HashOn::VarsCombinations,
+            Some(h) => {
                 return Err(failed(
                     "hash_on",
                     format!("matches none of the enum values: {h:?}"),
-                ));
+                ))
             }
-        }
+        };
         let key = o.str("key")?.map(str::to_string);
-        if kind == BalancerKind::Chash && key.is_none() && hash_on.as_deref() != Some("consumer") {
+        if kind == BalancerKind::Chash && key.is_none() && hash_on != HashOn::Consumer {
             return Err("property \"key\" is required when type is chash".into());
         }
         let retries = match o.int("retries")? {

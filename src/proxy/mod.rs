@@ -19,7 +19,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::model::{BalancerKind, Node, PassHost, Upstream};
+use crate::model::{BalancerKind, HashOn, Node, PassHost, Upstream};
 use crate::plugin::{Chain, Cx, Phase, RequestState, CONSUMER_HEADERS};
 use crate::router::{Request, RouteEntry};
 use crate::tables::{Store, Target};
@@ -957,15 +957,15 @@ fn hash_key(
         vars.var(name.trim_start_matches('$'))
             .map(|v| v.into_owned())
     };
-    match upstream.hash_on.as_deref().unwrap_or("vars") {
-        "header" => var(&format!(
+    match upstream.hash_on {
+        HashOn::Header => var(&format!(
             "http_{}",
             key.to_ascii_lowercase().replace('-', "_")
         )),
-        "cookie" => var(&format!("cookie_{key}")),
+        HashOn::Cookie => var(&format!("cookie_{key}")),
         // The consumer an auth plugin found; without one, the client address (as APISIX).
-        "consumer" => consumer.map(str::to_string).or_else(|| var("remote_addr")),
-        "vars_combinations" => {
+        HashOn::Consumer => consumer.map(str::to_string).or_else(|| var("remote_addr")),
+        HashOn::VarsCombinations => {
             // "$host-$uri": each $name is replaced with its value.
             let mut out = String::new();
             let mut rest = key;
@@ -981,7 +981,7 @@ fn hash_key(
             out.push_str(rest);
             Some(out)
         }
-        _ => var(key),
+        HashOn::Vars => var(key),
     }
 }
 
