@@ -56,29 +56,11 @@ echo $! > "$dir/portico2.pid"
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$STATUS2/status/ready" >/dev/null && break; sleep 0.1; done
 
 pid=$(cat "$dir/portico.pid")
-cpu() { awk '{print ($14 + $15) / 100}' "/proc/$pid/stat"; }
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2 / 1024}' "/proc/$pid/status"; }
-
-declare -A sum_rps sum_p99
-p99_ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 }; print v }'; }
-one() {
-  local name=$1 out rps p99 before after reqs us
-  before=$(cpu)
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PTC/$name")
-  after=$(cpu)
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  us=$(awk -v a="$after" -v b="$before" -v r="$reqs" 'BEGIN { printf "%.1f", (a - b) * 1e6 / r }')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  printf "%-6s %10s req/s  p99 %8s  Portico CPU %5s us/request  non-2xx %s\n" "$name" "$rps" "$p99" "$us" "${non2xx:-0}"
-  sum_rps[$name]=$(awk -v a="${sum_rps[$name]:-0}" -v b="$rps" 'BEGIN{print a+b}')
-  sum_p99[$name]=$(awk -v a="${sum_p99[$name]:-0}" -v b="$(echo "$p99" | p99_ms)" 'BEGIN{print a+b}')
-}
 for name in bare local redis; do wrk -t1 -c4 -d1s "http://127.0.0.1:$PTC/$name" >/dev/null; done
 echo "== 1. throughput: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
 for _ in $(seq "$ROUNDS"); do
-  for name in bare local redis; do one "$name"; done
+  for name in bare local redis; do wrk_one "$name"; done
 done
 for name in local redis; do
   awk -v n="$name" -v a="${sum_rps[$name]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[$name]}" -v d="${sum_p99[bare]}" \

@@ -60,31 +60,12 @@ nginx_upstream logs "$LOGS"
 PORTICO_EXTRA="metrics:
   listen: \"127.0.0.1:$METRICS\"" start_portico_yaml "$PTC" "$STATUS"
 
-# CPU seconds (user + system, every thread) Portico has used so far.
-cpu() { awk '{print ($14 + $15) / 100}' "/proc/$(cat "$dir/portico.pid")/stat"; }
-
-declare -A sum_rps sum_p99 sum_us
-ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
-one() {
-  local name=$1 out rps p99 before after reqs us
-  before=$(cpu)
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PTC/$name")
-  after=$(cpu)
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  us=$(awk -v a="$after" -v b="$before" -v r="$reqs" 'BEGIN { printf "%.1f", (a - b) * 1e6 / r }')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  printf "%-5s %10s req/s  p99 %8s  Portico CPU %5s us/request\n" "$name" "$rps" "$p99" "$us"
-  sum_us[$name]=$(awk -v a="${sum_us[$name]:-0}" -v b="$us" 'BEGIN{print a+b}')
-  sum_rps[$name]=$(awk -v a="${sum_rps[$name]:-0}" -v b="$rps" 'BEGIN{print a+b}')
-  sum_p99[$name]=$(awk -v a="${sum_p99[$name]:-0}" -v b="$(echo "$p99" | ms)" 'BEGIN{print a+b}')
-}
 for name in bare obs dead; do wrk -t1 -c4 -d1s "http://127.0.0.1:$PTC/$name" >/dev/null; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$dir/portico.pid")/status"; }
 rss_before=$(rss)
 echo "== wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
 for _ in $(seq "$ROUNDS"); do
-  for name in bare obs dead; do one "$name"; done
+  for name in bare obs dead; do wrk_one "$name"; done
 done
 awk -v a="${sum_rps[obs]}" -v b="${sum_rps[bare]}" -v c="${sum_p99[obs]}" -v d="${sum_p99[bare]}" \
   -v e="${sum_us[obs]}" -v f="${sum_us[bare]}" \

@@ -1,5 +1,6 @@
 //! IP networks, shared by route `remote_addrs` and the `ipmatch` operator of `vars`; and the
-//! port of the gateway's HTTPS listener, which `redirect`'s `http_to_https` points at.
+//! port of the gateway's HTTPS listener, which `redirect`'s `http_to_https` points at; and
+//! this machine's host name (metrics' `node_info`, the loggers' `server.hostname`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -76,6 +77,16 @@ pub fn https_port() -> Option<u16> {
         0 => None,
         p => Some(p),
     }
+}
+
+/// This machine's host name, read once ("" when the kernel does not say).
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

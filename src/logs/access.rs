@@ -52,11 +52,6 @@ pub fn start(target: Target, buffer: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the access log is on.
-pub fn enabled() -> bool {
-    WRITER.get().is_some()
-}
-
 /// Queues one line (without its newline).
 pub fn write(line: String) {
     let Some(w) = WRITER.get() else {

@@ -32,19 +32,14 @@ pub struct MetricsApp {
     settings: ExportSettings,
     store: Arc<Store>,
     source: Arc<SourceStatus>,
-    hostname: String,
 }
 
 impl MetricsApp {
     pub fn new(settings: ExportSettings, store: Arc<Store>, source: Arc<SourceStatus>) -> Self {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
         MetricsApp {
             settings,
             store,
             source,
-            hostname,
         }
     }
 
@@ -68,13 +63,6 @@ impl MetricsApp {
             w.bytes,
             started.elapsed()
         );
-    }
-
-    /// The whole body as one string (tests, small configs).
-    pub fn render(&self) -> String {
-        let mut all = String::new();
-        self.write_body(&mut |piece| all.push_str(&piece));
-        all
     }
 
     fn gauges(&self, t: &mut Text) {
@@ -123,7 +111,7 @@ impl MetricsApp {
         t.sample(
             "node_info",
             &[
-                ("hostname", &self.hostname),
+                ("hostname", crate::net::hostname()),
                 ("version", env!("CARGO_PKG_VERSION")),
             ],
             1.0,

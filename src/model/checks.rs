@@ -72,8 +72,7 @@ struct RawActive {
     host: Option<String>,
     port: Option<u64>,
     http_path: Option<String>,
-    /// Accepted; probes check liveness, not identity.
-    #[allow(dead_code)]
+    /// Only `false`: probes check liveness, not identity.
     https_verify_certificate: Option<bool>,
     req_headers: Option<Vec<String>>,
     healthy: Option<RawSide>,
@@ -206,6 +205,12 @@ fn active(a: RawActive) -> Result<ActiveCheck, String> {
             ))
         }
     };
+    if a.https_verify_certificate == Some(true) {
+        return Err(failed(
+            "active.https_verify_certificate",
+            "Portico's probes do not verify certificates: set false or leave it out",
+        ));
+    }
     if a.req_headers.as_ref().is_some_and(Vec::is_empty) {
         return Err(failed(
             "active.req_headers",
@@ -333,5 +338,8 @@ mod tests {
         assert!(err(json!({"passive": {}})).contains("need active checks"));
         assert!(err(json!({"active": 1})).contains("checks.active"));
         assert!(err(json!({"active": {"req_headers": []}})).contains("req_headers"));
+        assert!(err(json!({"active": {"https_verify_certificate": true}}))
+            .contains("checks.active.https_verify_certificate"));
+        assert!(Checks::parse(&json!({"active": {"https_verify_certificate": false}})).is_ok());
     }
 }

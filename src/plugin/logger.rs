@@ -406,7 +406,7 @@ fn full_entry(
             body: lossy(&bodies.response),
         },
         server: Server {
-            hostname: hostname(),
+            hostname: crate::net::hostname(),
             version: env!("CARGO_PKG_VERSION"),
         },
         upstream: done.node,
@@ -428,15 +428,6 @@ fn full_entry(
         apisix_latency: (latency - upstream_latency.unwrap_or(0.0)).max(0.0),
     };
     serde_json::to_string(&entry).unwrap_or_default().into()
-}
-
-fn hostname() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    })
 }
 
 fn keep(into: &mut Option<Vec<u8>>, piece: &[u8], max: usize) {

@@ -11,11 +11,18 @@ use serde_json::Value;
 use super::logger::{known_fields, Common, Logger};
 use super::Metadata;
 use super::{parse_settings, Factory, Plugin};
-use crate::logs::batch::BatchSettings;
-use crate::logs::sink::{Encoding, Endpoint, FileSink, HttpSink, TcpSink, UdpSink};
+use crate::logs::batch::{BatchSettings, Sink};
+use crate::logs::sink::{Encoding, Endpoint, Entry, FileSink, HttpSink, TcpSink, UdpSink};
 
-fn common_and_batch(settings: &Value) -> Result<(Common, BatchSettings), String> {
-    Ok((parse_settings(settings)?, parse_settings(settings)?))
+/// A batched logger of `settings` (its entry and batch fields) sending to `sink`.
+fn batched(
+    name: &'static str,
+    settings: &Value,
+    sink: Arc<dyn Sink<Entry>>,
+) -> Result<Logger, String> {
+    let common: Common = parse_settings(settings)?;
+    let batch: BatchSettings = parse_settings(settings)?;
+    Logger::new(name, common, batch, sink)
 }
 
 fn positive(field: &str, v: f64) -> Result<Duration, String> {
@@ -76,7 +83,6 @@ impl Factory for HttpLoggerFactory {
             true,
         )?;
         let s: HttpSettings = parse_settings(settings)?;
-        let (common, batch) = common_and_batch(settings)?;
         let encoding = match s.concat_method.as_str() {
             "json" => Encoding::JsonArray,
             "new_line" => Encoding::Lines,
@@ -94,12 +100,7 @@ impl Factory for HttpLoggerFactory {
             encoding,
             connector: pingora_core::connectors::http::v1::Connector::new(None),
         };
-        Ok(Arc::new(Logger::new(
-            "http-logger",
-            common,
-            batch,
-            Arc::new(sink),
-        )?))
+        Ok(Arc::new(batched("http-logger", settings, Arc::new(sink))?))
     }
 }
 
@@ -177,7 +178,6 @@ impl Factory for TcpLoggerFactory {
             true,
         )?;
         let s: TcpSettings = parse_settings(settings)?;
-        let (common, batch) = common_and_batch(settings)?;
         let sink = TcpSink {
             encoding: Encoding::JsonArray,
             host: s.host,
@@ -186,12 +186,7 @@ impl Factory for TcpLoggerFactory {
             tls_server_name: s.tls_options,
             timeout: positive("timeout", s.timeout / 1000.0)?,
         };
-        Ok(Arc::new(Logger::new(
-            "tcp-logger",
-            common,
-            batch,
-            Arc::new(sink),
-        )?))
+        Ok(Arc::new(batched("tcp-logger", settings, Arc::new(sink))?))
     }
 }
 
@@ -219,19 +214,13 @@ impl Factory for UdpLoggerFactory {
     fn build(&self, settings: &Value) -> Result<Arc<dyn Plugin>, String> {
         known_fields(settings, &["host", "port", "timeout"], true)?;
         let s: UdpSettings = parse_settings(settings)?;
-        let (common, batch) = common_and_batch(settings)?;
         let sink = UdpSink {
             encoding: Encoding::JsonArray,
             host: s.host,
             port: s.port,
             timeout: positive("timeout", s.timeout)?,
         };
-        Ok(Arc::new(Logger::new(
-            "udp-logger",
-            common,
-            batch,
-            Arc::new(sink),
-        )?))
+        Ok(Arc::new(batched("udp-logger", settings, Arc::new(sink))?))
     }
 }
 
@@ -274,7 +263,7 @@ fn five() -> u64 {
 
 /// APISIX's RFC 5424 frame: facility SYSLOG, severity INFO, the request's host, app
 /// `apisix`, the process id, no structured data.
-fn rfc5424(cx: &super::Cx<'_>, entry: crate::logs::sink::Entry) -> crate::logs::sink::Entry {
+fn rfc5424(cx: &super::Cx<'_>, entry: Entry) -> Entry {
     let host = cx.with_vars(|v| v.var("host").map(|h| h.into_owned()));
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
     format!(
@@ -318,9 +307,8 @@ impl Factory for SyslogFactory {
             return Err("property \"pool_size\" validation failed: expected >= 5".into());
         }
         let _ = s.drop_limit;
-        let (common, batch) = common_and_batch(settings)?;
         let timeout = positive("timeout", s.timeout / 1000.0)?;
-        let sink: Arc<dyn crate::logs::batch::Sink<crate::logs::sink::Entry>> =
+        let sink: Arc<dyn Sink<Entry>> =
             match s.sock_type.as_str() {
                 "tcp" => Arc::new(TcpSink {
                     encoding: Encoding::Concat,
@@ -345,9 +333,7 @@ impl Factory for SyslogFactory {
                     ))
                 }
             };
-        Ok(Arc::new(
-            Logger::new("syslog", common, batch, sink)?.framed(rfc5424),
-        ))
+        Ok(Arc::new(batched("syslog", settings, sink)?.framed(rfc5424)))
     }
 }
 

@@ -12,8 +12,9 @@ use super::{parse_settings, CountMetrics, Cx, Factory, Plugin};
 
 pub struct PrometheusFactory;
 
-/// APISIX's schema lists one property and allows others.
+/// APISIX's one property; another (which APISIX would accept and ignore) is refused.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Settings {
     #[serde(default)]
     prefer_name: bool,
@@ -63,5 +64,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("prefer_name"), "{e}");
+        assert!(f.build(&serde_json::json!({"prefer_nmae": true})).is_err());
     }
 }
