@@ -88,6 +88,37 @@ impl BatchSettings {
     }
 }
 
+/// The processor's sizes and times: from a logger's [`BatchSettings`] (whole seconds, as
+/// APISIX's loggers take them) or from the `opentelemetry` plugin's `batch_span_processor`
+/// (fractions of a second allowed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub batch_max_size: usize,
+    pub max_pending: usize,
+    /// A batch goes when no entry came for this long…
+    pub inactive: Duration,
+    /// …or when its first entry is this old.
+    pub buffer: Duration,
+    pub max_retry_count: u32,
+    pub retry_delay: Duration,
+    /// Names the processor in logs.
+    pub name: Option<String>,
+}
+
+impl From<BatchSettings> for Plan {
+    fn from(s: BatchSettings) -> Plan {
+        Plan {
+            batch_max_size: s.batch_max_size.max(1),
+            max_pending: s.max_pending_entries.max(1),
+            inactive: Duration::from_secs(s.inactive_timeout),
+            buffer: Duration::from_secs(s.buffer_duration),
+            max_retry_count: s.max_retry_count,
+            retry_delay: Duration::from_secs(s.retry_delay),
+            name: s.name,
+        }
+    }
+}
+
 /// Where a batch goes.
 #[async_trait]
 pub trait Sink<T>: Send + Sync + 'static {
@@ -124,9 +155,9 @@ struct Pending<T> {
 
 impl<T: Send + Sync + 'static> Batcher<T> {
     /// Starts the processor on the log runtime; `None` without one (see [`super::runtime`]).
-    pub fn start(name: &str, settings: BatchSettings, sink: Arc<dyn Sink<T>>) -> Option<Self> {
+    pub fn start(name: &str, plan: impl Into<Plan>, sink: Arc<dyn Sink<T>>) -> Option<Self> {
         let rt = super::runtime()?;
-        Some(Batcher::start_on(rt, name, settings, sink))
+        Some(Batcher::start_on(rt, name, plan, sink))
     }
 
     /// Starts the processor on `rt`. It ends, after sending what it holds, when the batcher
@@ -134,9 +165,10 @@ impl<T: Send + Sync + 'static> Batcher<T> {
     pub fn start_on(
         rt: &tokio::runtime::Handle,
         name: &str,
-        settings: BatchSettings,
+        plan: impl Into<Plan>,
         sink: Arc<dyn Sink<T>>,
     ) -> Self {
+        let plan: Plan = plan.into();
         let now = Instant::now();
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -147,15 +179,15 @@ impl<T: Send + Sync + 'static> Batcher<T> {
             }),
             wake: Notify::new(),
         });
-        let name = settings.name.clone().unwrap_or_else(|| name.to_string());
+        let name = plan.name.clone().unwrap_or_else(|| name.to_string());
         let batcher = Batcher {
             shared: shared.clone(),
             name: name.clone(),
-            max_pending: settings.max_pending_entries.max(1),
-            batch_max_size: settings.batch_max_size.max(1),
+            max_pending: plan.max_pending.max(1),
+            batch_max_size: plan.batch_max_size.max(1),
             full: Once::default(),
         };
-        rt.spawn(run(shared, settings, sink, name));
+        rt.spawn(run(shared, plan, sink, name));
         batcher
     }
 
@@ -203,12 +235,12 @@ impl<T> Drop for Batcher<T> {
 
 async fn run<T: Send + Sync + 'static>(
     shared: Arc<Shared<T>>,
-    s: BatchSettings,
+    s: Plan,
     sink: Arc<dyn Sink<T>>,
     name: String,
 ) {
-    let inactive = Duration::from_secs(s.inactive_timeout);
-    let buffer = Duration::from_secs(s.buffer_duration);
+    let inactive = s.inactive;
+    let buffer = s.buffer;
     let max = s.batch_max_size.max(1);
     loop {
         let (batch, due) = {
@@ -248,12 +280,7 @@ async fn run<T: Send + Sync + 'static>(
     }
 }
 
-async fn send<T: Send + Sync + 'static>(
-    sink: &dyn Sink<T>,
-    s: &BatchSettings,
-    name: &str,
-    batch: Vec<T>,
-) {
+async fn send<T: Send + Sync + 'static>(sink: &dyn Sink<T>, s: &Plan, name: &str, batch: Vec<T>) {
     for attempt in 0..=s.max_retry_count {
         match sink.send(&batch).await {
             Ok(()) => return,
@@ -264,7 +291,7 @@ async fn send<T: Send + Sync + 'static>(
                     attempt + 1
                 );
                 if attempt < s.max_retry_count {
-                    tokio::time::sleep(Duration::from_secs(s.retry_delay)).await;
+                    tokio::time::sleep(s.retry_delay).await;
                 }
             }
         }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod batch;
 pub mod errors;
+pub mod otlp;
 pub mod sink;
 
 use std::sync::atomic::{AtomicBool, Ordering};

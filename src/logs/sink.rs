@@ -107,7 +107,7 @@ impl Endpoint {
         })
     }
 
-    fn authority(&self) -> String {
+    pub fn authority(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -134,18 +134,31 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} resolves to no address"))
 }
 
-/// `http-logger`: POSTs each batch, over pooled keep-alive connections.
-pub struct HttpSink {
+/// POSTs payloads to one endpoint over pooled keep-alive connections: `http-logger`'s
+/// batches and the `opentelemetry` plugin's OTLP exports.
+pub struct HttpPost {
     pub endpoint: Endpoint,
-    pub auth_header: Option<String>,
+    /// Sent with every request (`auth_header`, the collector's `request_headers`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub timeout: Duration,
     pub verify: bool,
-    pub encoding: Encoding,
     pub connector: Connector,
 }
 
-impl HttpSink {
-    async fn post(&self, body: Vec<u8>) -> Result<(), String> {
+impl HttpPost {
+    /// Sends `body`, within the timeout; an answer of 400 or above is an error.
+    pub async fn send(&self, body: Vec<u8>, content_type: &'static str) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.post(body, content_type)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "{}: no answer within {:?}",
+                self.endpoint.authority(),
+                self.timeout
+            )),
+        }
+    }
+
+    async fn post(&self, body: Vec<u8>, content_type: &'static str) -> Result<(), String> {
         let ep = &self.endpoint;
         let addr = resolve(&ep.host, ep.port).await?;
         let sni = if ep.tls {
@@ -166,18 +179,13 @@ impl HttpSink {
             .map_err(|e| format!("connect to {}: {e}", ep.authority()))?;
         let mut req =
             RequestHeader::build("POST", ep.path.as_bytes(), Some(5)).map_err(|e| e.to_string())?;
-        let content_type = match self.encoding {
-            Encoding::JsonArray => "application/json",
-            Encoding::Lines | Encoding::Concat => "text/plain",
-        };
         let h = |e: pingora_core::BError| e.to_string();
         req.insert_header("Host", ep.authority()).map_err(h)?;
         req.insert_header("Content-Type", content_type).map_err(h)?;
         req.insert_header("Content-Length", body.len().to_string())
             .map_err(h)?;
-        if let Some(auth) = &self.auth_header {
-            req.insert_header("Authorization", auth.as_str())
-                .map_err(h)?;
+        for (name, value) in &self.headers {
+            req.insert_header(name.clone(), value.clone()).map_err(h)?;
         }
         let io = |e: pingora_core::BError| format!("{}: {e}", ep.authority());
         session
@@ -208,18 +216,22 @@ impl HttpSink {
     }
 }
 
+/// `http-logger`: POSTs each batch, encoded as the plugin says.
+pub struct HttpSink {
+    pub post: HttpPost,
+    pub encoding: Encoding,
+}
+
 #[async_trait]
 impl Sink<Entry> for HttpSink {
     async fn send(&self, batch: &[Entry]) -> Result<(), String> {
-        let body = self.encoding.encode(batch, false);
-        match tokio::time::timeout(self.timeout, self.post(body)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "{}: no answer within {:?}",
-                self.endpoint.authority(),
-                self.timeout
-            )),
-        }
+        let content_type = match self.encoding {
+            Encoding::JsonArray => "application/json",
+            Encoding::Lines | Encoding::Concat => "text/plain",
+        };
+        self.post
+            .send(self.encoding.encode(batch, false), content_type)
+            .await
     }
 }
 

@@ -58,6 +58,9 @@ pub struct RequestState {
     /// The `prometheus` plugin asked for this request to be counted (the route's setting
     /// over a global rule's, and once however many carry it).
     pub count_metrics: Option<CountMetrics>,
+    /// The request's W3C trace context, when the `opentelemetry` plugin's metadata asks for
+    /// the `$opentelemetry_*` variables (`set_ngx_var`).
+    pub trace: Option<super::opentelemetry::TraceIds>,
     scratch: Vec<(ScratchKey, Box<dyn Any + Send + Sync>)>,
 }
 
@@ -88,6 +91,20 @@ pub struct Finished {
     pub upstream_scheme: &'static str,
     pub upstream_host: Option<http::HeaderValue>,
     pub upstream_uri: Option<http::Uri>,
+}
+
+impl Finished {
+    /// Who wrote the answer: the upstream, the proxy when the try failed, or the gateway.
+    pub fn response_source(&self) -> crate::metrics::ResponseSource {
+        use crate::metrics::ResponseSource;
+        if self.from_upstream {
+            ResponseSource::Upstream
+        } else if self.node.is_some() {
+            ResponseSource::Nginx
+        } else {
+            ResponseSource::Apisix
+        }
+    }
 }
 
 /// How the `prometheus` plugin wants a request counted.
@@ -316,6 +333,18 @@ impl VarLookup for LogVars<'_> {
                     .format("%Y-%m-%dT%H:%M:%S%:z")
                     .to_string(),
             ),
+            "opentelemetry_context_traceparent" => state
+                .trace
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.traceparent.as_str())),
+            "opentelemetry_trace_id" => state
+                .trace
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.trace_id.as_str())),
+            "opentelemetry_span_id" => state
+                .trace
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.span_id.as_str())),
             "msec" => owned(format!("{:.3}", crate::status::now_secs())),
             "remote_user" => self.base.var("http_authorization").and_then(|a| {
                 let b64 = a.strip_prefix("Basic ")?;

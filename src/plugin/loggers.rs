@@ -12,7 +12,9 @@ use super::logger::{known_fields, Common, Logger};
 use super::Metadata;
 use super::{parse_settings, Factory, Plugin};
 use crate::logs::batch::{BatchSettings, Sink};
-use crate::logs::sink::{Encoding, Endpoint, Entry, FileSink, HttpSink, TcpSink, UdpSink};
+use crate::logs::sink::{
+    Encoding, Endpoint, Entry, FileSink, HttpPost, HttpSink, TcpSink, UdpSink,
+};
 
 /// A batched logger of `settings` (its entry and batch fields) sending to `sink`.
 fn batched(
@@ -92,13 +94,22 @@ impl Factory for HttpLoggerFactory {
                 ))
             }
         };
+        let mut headers = Vec::new();
+        if let Some(auth) = &s.auth_header {
+            let value = http::HeaderValue::from_str(auth).map_err(|_| {
+                "property \"auth_header\" validation failed: not a valid header value".to_string()
+            })?;
+            headers.push((http::header::AUTHORIZATION, value));
+        }
         let sink = HttpSink {
-            endpoint: Endpoint::parse(&s.uri)?,
-            auth_header: s.auth_header,
-            timeout: positive("timeout", s.timeout)?,
-            verify: s.ssl_verify,
+            post: HttpPost {
+                endpoint: Endpoint::parse(&s.uri)?,
+                headers,
+                timeout: positive("timeout", s.timeout)?,
+                verify: s.ssl_verify,
+                connector: pingora_core::connectors::http::v1::Connector::new(None),
+            },
             encoding,
-            connector: pingora_core::connectors::http::v1::Connector::new(None),
         };
         Ok(Arc::new(batched("http-logger", settings, Arc::new(sink))?))
     }

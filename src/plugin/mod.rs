@@ -45,6 +45,7 @@ mod logger;
 mod loggers;
 mod mocking;
 mod multi_auth;
+mod opentelemetry;
 mod prometheus;
 mod proxy_mirror;
 mod proxy_rewrite;
@@ -183,6 +184,7 @@ fn register_builtins(r: &mut Registry) {
     r.register(limit_req::LimitReqFactory);
     r.register(mocking::MockingFactory);
     r.register(multi_auth::MultiAuthFactory);
+    r.register(opentelemetry::OpenTelemetryFactory);
     r.register(prometheus::PrometheusFactory);
     r.register(proxy_mirror::ProxyMirrorFactory);
     r.register(proxy_rewrite::ProxyRewriteFactory);

@@ -7,7 +7,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::Ctx;
-use crate::metrics::{HttpSample, ResponseSource};
+use crate::metrics::HttpSample;
 use crate::plugin::{Chain, Finished};
 
 /// The bytes of a request header as it came (request line, fields, blank line).
@@ -88,13 +88,7 @@ pub fn count(ctx: &Ctx) {
     let matched_host = at(chain.map(|c| &*c.hosts), host);
     let mut ip = [0u8; 48];
     let node = done.node.map_or("", |a| ip_text(a.ip(), &mut ip));
-    let source = if done.from_upstream {
-        ResponseSource::Upstream
-    } else if done.node.is_some() {
-        ResponseSource::Nginx
-    } else {
-        ResponseSource::Apisix
-    };
+    let source = done.response_source();
     let consumer = ctx
         .plugins
         .consumer

@@ -438,3 +438,332 @@ fn a_loggers_log_format_can_come_from_plugin_metadata() {
         json!([{"own": "/o", "route_id": "o"}])
     );
 }
+
+/// One request an OTLP/HTTP receiver got: path, headers (lowercased) and the raw body.
+type Export = (String, std::collections::BTreeMap<String, String>, Vec<u8>);
+
+/// A collector: answers every POST with 200 over keep-alive connections and keeps what came.
+fn otlp_receiver() -> (u16, Arc<Mutex<Vec<Export>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut out = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut headers = std::collections::BTreeMap::new();
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    keep.lock().unwrap().push((path, headers, body));
+                    let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// Every span the receiver got, with its resource's attributes.
+fn spans(
+    got: &Mutex<Vec<Export>>,
+) -> Vec<(
+    opentelemetry_proto::tonic::trace::v1::Span,
+    std::collections::BTreeMap<String, String>,
+)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let mut out = Vec::new();
+    for (_, _, body) in got.lock().unwrap().iter() {
+        let req = ExportTraceServiceRequest::decode(&body[..]).expect("an OTLP protobuf body");
+        for rs in req.resource_spans {
+            let resource = attrs(&rs.resource.unwrap_or_default().attributes);
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    out.push((span, resource.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Attributes as text (ints and doubles written out).
+fn attrs(
+    list: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+) -> std::collections::BTreeMap<String, String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    list.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(V::StringValue(s)) => s.clone(),
+                Some(V::IntValue(i)) => format!("int:{i}"),
+                Some(V::DoubleValue(d)) => format!("double:{d}"),
+                Some(V::BoolValue(b)) => format!("bool:{b}"),
+                _ => String::new(),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn opentelemetry_propagates_w3c_context_and_exports_sampled_spans_over_otlp() {
+    let echo = Echo::start("up");
+    let (port, got) = otlp_receiver();
+    let dir = TempDir::new("otel");
+    let log = dir.path().join("access.log");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let dead = json!({"nodes": {format!("127.0.0.1:{}", harness::free_port()): 1}});
+    let otel = |sampler: Value| {
+        json!({"opentelemetry": {"sampler": sampler,
+        "additional_attributes": ["route_id", "arg_q"],
+        "additional_header_prefix_attributes": ["x-my-*", "x-one"]}})
+    };
+    let g = Gateway::start_with_config(
+        &format!(
+            "{}plugin_metadata:\n  - {}\n#END\n",
+            yaml(&[
+                json!({"id": "on", "name": "traced", "uri": "/on/*", "upstream": up,
+                       "plugins": otel(json!({"name": "always_on"}))}),
+                json!({"id": "off", "uri": "/off", "upstream": up,
+                       "plugins": otel(json!({}))}),
+                json!({"id": "parent", "uri": "/parent", "upstream": up,
+                       "plugins": otel(json!({"name": "parent_base"}))}),
+                json!({"id": "ratio", "uri": "/ratio", "upstream": up,
+                       "plugins": otel(json!({"name": "trace_id_ratio", "options": {"fraction": 1}}))}),
+                json!({"id": "dead", "uri": "/dead", "upstream": dead,
+                       "plugins": otel(json!({"name": "always_on"}))}),
+            ])
+            .trim_end_matches("#END\n"),
+            json!({"id": "opentelemetry", "trace_id_source": "x-request-id", "set_ngx_var": true,
+                   "resource": {"service.name": "gw-test", "env": "ci"},
+                   "collector": {"address": format!("127.0.0.1:{port}"),
+                                 "request_headers": {"foo": "bar"}},
+                   "batch_span_processor": {"max_export_batch_size": 1, "inactive_timeout": 0.5}})
+        ),
+        &format!(
+            "access_log:\n  path: \"{}\"\n  format: '$uri $opentelemetry_trace_id $opentelemetry_span_id'\n",
+            log.display()
+        ),
+    );
+
+    // A new trace: the upstream gets a sampled traceparent, the collector the server span.
+    let r = g.request(
+        "GET",
+        "/on/x?q=v",
+        &[
+            ("User-Agent", "ua/1"),
+            ("X-My-A", "1"),
+            ("X-One", "2"),
+            ("X-Other", "3"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let sent = r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "01"), "{sent}");
+    assert!(wait_until(Duration::from_secs(10), || spans(&got).len() == 1));
+    let (path, headers, _) = got.lock().unwrap()[0].clone();
+    assert_eq!(path, "/v1/traces");
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert_eq!(headers["foo"], "bar");
+    let (span, resource) = spans(&got).remove(0);
+    assert_eq!(resource["service.name"], "gw-test");
+    assert_eq!(resource["env"], "ci");
+    assert!(!resource["hostname"].is_empty());
+    assert_eq!(hex(&span.trace_id), parts[1]);
+    assert_eq!(hex(&span.span_id), parts[2]);
+    assert!(span.parent_span_id.is_empty());
+    assert_eq!(span.name, "GET /on/*");
+    assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    assert!(span.start_time_unix_nano > 1_700_000_000_000_000_000);
+    let a = attrs(&span.attributes);
+    for (k, v) in [
+        ("http.method", "GET"),
+        ("http.request.method", "GET"),
+        ("http.target", "/on/x?q=v"),
+        ("url.path", "/on/x"),
+        ("url.scheme", "http"),
+        ("http.scheme", "http"),
+        ("user_agent.original", "ua/1"),
+        ("net.host.name", "localhost"),
+        ("apisix.route_id", "on"),
+        ("apisix.route_name", "traced"),
+        ("http.route", "/on/*"),
+        ("apisix.response_source", "upstream"),
+        ("http.status_code", "int:200"),
+        ("http.response.status_code", "int:200"),
+        ("route_id", "on"),
+        ("arg_q", "v"),
+        ("x-my-a", "1"),
+        ("x-one", "2"),
+    ] {
+        assert_eq!(a.get(k).map(String::as_str), Some(v), "{k} in {a:?}");
+    }
+    assert!(!a.contains_key("x-other"), "{a:?}");
+    assert_eq!(span.status.clone().unwrap_or_default().code, 0);
+    // set_ngx_var: the access log has the ids.
+    assert!(wait_until(Duration::from_secs(5), || read(&log)
+        .contains(&format!("/on/x {} {}", parts[1], parts[2]))));
+
+    // always_off (the default): still propagated, as not sampled, and nothing exported.
+    let r = g.get("/off", None);
+    let off = r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(off.starts_with("00-") && off.ends_with("-00"), "{off}");
+
+    // parent_base follows the caller: sampled parent -> a child span in the same trace.
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = g.request(
+        "GET",
+        "/parent",
+        &[("traceparent", parent), ("tracestate", "k=v")],
+    );
+    let sent = r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert!(
+        sent.ends_with("-01") && !sent.contains("00f067aa0ba902b7"),
+        "{sent}"
+    );
+    assert_eq!(r.echo()["headers"]["tracestate"], "k=v");
+    // ... an unsampled parent -> not sampled; a malformed one -> a new (root, unsampled) trace.
+    let r = g.request(
+        "GET",
+        "/parent",
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )],
+    );
+    assert!(r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .ends_with("-00"));
+    let r = g.request("GET", "/parent", &[("traceparent", "00-zz-bad-01")]);
+    let fresh = r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !fresh.contains("4bf92f35") && fresh.ends_with("-00"),
+        "{fresh}"
+    );
+
+    // trace_id_ratio 1 samples; trace_id_source x-request-id takes a 32-hex request id.
+    let rid = "0af7651916cd43dd8448eb211c80319c";
+    let r = g.request("GET", "/ratio", &[("X-Request-Id", rid)]);
+    let sent = r.echo()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(sent.starts_with(&format!("00-{rid}-")), "{sent}");
+
+    // A failed upstream: the span says ERROR with APISIX's message.
+    assert_eq!(g.get("/dead", None).status, 502);
+
+    assert!(wait_until(Duration::from_secs(10), || spans(&got).len() == 4));
+    let all = spans(&got);
+    let by_route = |id: &str| {
+        all.iter()
+            .find(|(s, _)| {
+                attrs(&s.attributes)
+                    .get("apisix.route_id")
+                    .map(String::as_str)
+                    == Some(id)
+            })
+            .map(|(s, _)| s.clone())
+            .unwrap_or_else(|| panic!("no span of route {id}"))
+    };
+    let child = by_route("parent");
+    assert_eq!(hex(&child.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&child.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(child.trace_state, "k=v");
+    assert_eq!(hex(&by_route("ratio").trace_id), rid);
+    let failed = by_route("dead");
+    let status = failed.status.unwrap_or_default();
+    assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
+    assert_eq!(status.message, "nginx error: 502");
+    assert_eq!(attrs(&failed.attributes)["http.status_code"], "int:502");
+    assert!(
+        !all.iter()
+            .any(|(s, _)| attrs(&s.attributes)["apisix.route_id"] == "off"),
+        "always_off exported nothing"
+    );
+}
+
+#[test]
+fn opentelemetry_without_metadata_traces_nothing_and_bad_metadata_is_named() {
+    let echo = Echo::start("up");
+    let up = json!({"nodes": {echo.addr(): 1}});
+    let g = Gateway::start(&format!(
+        "{}plugin_metadata:\n  - {}\n#END\n",
+        yaml(&[json!({"id": "1", "uri": "/t", "upstream": up,
+                       "plugins": {"opentelemetry": {"sampler": {"name": "always_on"}}}})])
+        .trim_end_matches("#END\n"),
+        json!({"id": "opentelemetry", "collector": {"address": "127.0.0.1:4318"},
+               "batch_span_processor": {"batch_timeout": -1}})
+    ));
+    // The route serves (tracing protects nothing); its metadata is refused and named.
+    let r = g.get("/t", None);
+    assert_eq!(r.status, 200);
+    assert!(r.echo()["headers"].get("traceparent").is_none());
+    let status = g.status().to_string();
+    assert!(
+        status.contains("batch_span_processor.batch_timeout"),
+        "{status}"
+    );
+    // A bad plugin setting rejects its route, naming the field.
+    g.update(&yaml(&[json!({"id": "2", "uri": "/u", "upstream": up,
+        "plugins": {"opentelemetry": {"sampler": {"name": "trace_id_ratio",
+                                                   "options": {"fraction": 7}}}}})]));
+    assert!(wait_until(Duration::from_secs(5), || g
+        .status()
+        .to_string()
+        .contains("sampler.options.fraction")));
+    assert_eq!(g.get("/u", None).status, 404);
+}
