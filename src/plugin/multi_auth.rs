@@ -12,7 +12,13 @@ pub struct MultiAuthFactory;
 struct MultiAuth {
     /// Each auth plugin with its settings, in the configured order.
     auths: Vec<(String, Arc<dyn Plugin>)>,
+    /// Tells this instance's choice apart from another's in the same request.
+    id: usize,
 }
+
+/// Which of the auth plugins let the request in: the one that checks a body arriving later
+/// (`hmac-auth`'s `validate_request_body` on a big or chunked body).
+struct Passed(usize);
 
 impl Factory for MultiAuthFactory {
     fn name(&self) -> &'static str {
@@ -61,15 +67,22 @@ impl Factory for MultiAuthFactory {
                 auths.push((name.clone(), plugin));
             }
         }
-        Ok(Arc::new(MultiAuth { auths }))
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        Ok(Arc::new(MultiAuth {
+            auths,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }))
     }
 }
 
 impl Plugin for MultiAuth {
     fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
-        for (name, auth) in &self.auths {
+        for (i, (name, auth)) in self.auths.iter().enumerate() {
             match auth.rewrite(cx) {
-                Flow::Continue => return Flow::Continue,
+                Flow::Continue => {
+                    cx.state.set_at("multi-auth", self.id, Passed(i));
+                    return Flow::Continue;
+                }
                 Flow::Respond(a) => log::debug!("multi-auth: {name} failed ({})", a.status),
                 Flow::Wait(_) => {
                     log::warn!("multi-auth: {name} cannot wait here; counted as failed")
@@ -77,5 +90,23 @@ impl Plugin for MultiAuth {
             }
         }
         Flow::Respond(Answer::message(401, "Authorization Failed"))
+    }
+
+    /// The body its auth plugins read whole (the smallest limit, as the chain takes it), so a
+    /// sub-plugin's body check is never skipped.
+    fn wants_body(&self) -> Option<u64> {
+        self.auths.iter().filter_map(|(_, a)| a.wants_body()).min()
+    }
+
+    /// The auth plugin that let the request in checks the body that arrived later; one that
+    /// passed without reading bodies has nothing to check.
+    fn check_body(&self, cx: &mut Cx<'_>, body: &bytes::Bytes) -> Option<Answer> {
+        let Some(Passed(i)) = cx.state.get_at::<Passed>("multi-auth", self.id) else {
+            // No auth plugin let it in: the rewrite phase refused it already.
+            return Some(Answer::message(401, "Authorization Failed"));
+        };
+        let (_, auth) = self.auths.get(*i)?;
+        auth.wants_body()?;
+        auth.check_body(cx, body)
     }
 }

@@ -160,6 +160,11 @@ fn hmac_auth_checks_the_body_digest() {
         vec![
             json!({"id": "hb", "uri": "/hb", "plugins": {"hmac-auth": {"validate_request_body": true}}}),
             json!({"id": "hs", "uri": "/hs", "plugins": {"hmac-auth": {"validate_request_body": true, "max_req_body_size": 10}}}),
+            // hmac-auth inside multi-auth, beside another plugin that reads the body.
+            json!({"id": "hm", "uri": "/hm", "plugins": {
+                "multi-auth": {"auth_plugins": [{"key-auth": {}},
+                                                {"hmac-auth": {"validate_request_body": true}}]},
+                "request-validation": {"body_schema": {"type": "object"}}}}),
         ],
         &[(
             "consumers",
@@ -219,6 +224,22 @@ fn hmac_auth_checks_the_body_digest() {
     );
     let (status, _) = send(&digest("other"), &big);
     assert_eq!(status, 401);
+    // The same through multi-auth: its hmac-auth checks the digest, small body or big.
+    let auth_m = sign("POST /hm");
+    let send_m = |d: &str, b: &str| {
+        let h = [
+            ("Authorization", auth_m.as_str()),
+            ("Date", date.as_str()),
+            ("Digest", d),
+            ("Content-Type", "application/json"),
+        ];
+        post(&g, "/hm", &h, b).0
+    };
+    let big_json = format!("{{\"pad\": \"{}\"}}", "y".repeat(150_000));
+    assert_eq!(send_m(&good, body), 200);
+    assert_eq!(send_m(&good, r#"{"pay": 1000}"#), 401, "another small body");
+    assert_eq!(send_m(&digest(&big_json), &big_json), 200);
+    assert_eq!(send_m(&digest("other"), &big_json), 401, "another big body");
     // max_req_body_size: APISIX's 413 with its message.
     let auth = sign("POST /hs");
     let h = [
