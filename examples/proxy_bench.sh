@@ -5,10 +5,13 @@
 #
 #   bash examples/proxy_bench.sh            (needs nginx and wrk: apt-get install nginx wrk)
 #   DURATION=10s CONNECTIONS=50 bash examples/proxy_bench.sh
+#   COMPARE_BIN=/tmp/portico-old ROUNDS=3 bash examples/proxy_bench.sh
+#       (also a second Portico binary, e.g. another build profile, in turns with this one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
+ROUNDS=${ROUNDS:-1}
 for tool in nginx wrk; do
   command -v "$tool" >/dev/null || { echo "proxy_bench: $tool is needed (apt-get install $tool)" >&2; exit 1; }
 done
@@ -78,6 +81,16 @@ run() {
     'BEGIN { printf "    proxy CPU: %.1f s for %d requests = %.1f us per request\n", c, r, c * 1e6 / r }'
 }
 ngx_worker=$(pgrep -P "$(cat "$dir/proxy.pid")" | head -1)
-[ -n "${SKIP_NGINX:-}" ] || run "nginx reverse proxy (1 worker, keepalive)" "$NGX" "$ngx_worker"
-run "portico (threads: 1)" "$PTC" "$(cat "$dir/portico.pid")"
+this_pid=$(cat "$dir/portico.pid")
+if [ -n "${COMPARE_BIN:-}" ]; then
+  PTC2=$(port); STATUS2=$(port)
+  mkdir -p "$dir/b" && cp "$dir/apisix.yaml" "$dir/b/"
+  (dir="$dir/b" PORTICO_BIN="$COMPARE_BIN" start_portico_yaml "$PTC2" "$STATUS2")
+  other_pid=$(cat "$dir/b/portico.pid"); echo "$other_pid" > "$dir/other.pid"
+fi
+for _ in $(seq "$ROUNDS"); do
+  [ -n "${SKIP_NGINX:-}" ] || run "nginx reverse proxy (1 worker, keepalive)" "$NGX" "$ngx_worker"
+  run "portico (threads: 1) ${PORTICO_BIN:-./target/release/portico}" "$PTC" "$this_pid"
+  [ -z "${COMPARE_BIN:-}" ] || run "portico (threads: 1) $COMPARE_BIN" "$PTC2" "$other_pid"
+done
 [ -z "${HOLD:-}" ] || { echo "holding; upstream port $UP"; sleep "$HOLD"; }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod batch;
 pub mod errors;
+pub mod json;
 pub mod otlp;
 pub mod sink;
 

@@ -6,11 +6,11 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Cx, Plugin};
 use crate::logs::batch::{BatchSettings, Batcher, Sink};
+use crate::logs::json::Json;
 use crate::logs::sink::Entry;
 use crate::vars::{VarLookup, Vars};
 
@@ -251,123 +251,71 @@ impl Logger {
     }
 }
 
-/// APISIX's `get_full_log`, written straight to JSON text.
-#[derive(Serialize)]
-struct Full<'a> {
-    request: Req<'a>,
-    response: Resp<'a>,
-    server: Server,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<std::net::SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route_id: Option<&'a str>,
-    service_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    consumer: Option<Consumer<'a>>,
-    client_ip: Option<std::net::IpAddr>,
-    start_time: u64,
-    latency: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_latency: Option<f64>,
-    apisix_latency: f64,
-}
-
-#[derive(Serialize)]
-struct Req<'a> {
-    url: String,
-    uri: &'a str,
-    method: &'a str,
-    headers: Headers<'a>,
-    querystring: Query<'a>,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Serialize)]
-struct Resp<'a> {
-    status: u16,
-    headers: Headers<'a>,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Serialize)]
-struct Server {
-    hostname: &'static str,
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Consumer<'a> {
-    username: &'a str,
-}
-
 /// Headers as APISIX logs them: lowercase names, a list for a repeated one.
-struct Headers<'a>(Option<&'a http::HeaderMap>);
-
-impl serde::Serialize for Headers<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let Some(h) = self.0 else {
-            return s.serialize_map(Some(0))?.end();
-        };
-        let mut m = s.serialize_map(Some(h.keys_len()))?;
-        for k in h.keys() {
-            let mut all = h.get_all(k).iter();
-            match (all.next(), all.next()) {
-                (Some(one), None) => m.serialize_entry(k.as_str(), &header_text(one))?,
-                _ => {
-                    let list: Vec<_> = h.get_all(k).iter().map(header_text).collect();
-                    m.serialize_entry(k.as_str(), &list)?
+fn headers(j: &mut Json, key: &str, h: Option<&http::HeaderMap>) {
+    j.key(key);
+    j.open();
+    if let Some(h) = h {
+        // A name's values come one after the other: no lookup per name.
+        let mut all = h.iter().peekable();
+        while let Some((k, v)) = all.next() {
+            if all.peek().is_some_and(|(next, _)| *next == k) {
+                let mut list = vec![header_text(v)];
+                while let Some((_, v)) = all.next_if(|(next, _)| *next == k) {
+                    list.push(header_text(v));
                 }
+                j.strs(k.as_str(), list.iter().map(|v| &**v));
+            } else {
+                j.str(k.as_str(), &header_text(v));
             }
         }
-        m.end()
     }
+    j.close();
 }
 
+/// A header value as text: as it is when it is UTF-8 (checked on the fast path first).
 fn header_text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(v.as_bytes())
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    }
 }
 
 /// Query arguments, decoded; a repeated one as a list (`ngx.req.get_uri_args`).
-struct Query<'a>(Option<&'a str>);
+fn querystring(j: &mut Json, query: Option<&str>) {
+    let mut args: Vec<(std::borrow::Cow<'_, str>, Vec<String>)> = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = crate::vars::request::percent_decode(k);
+        let v = crate::vars::request::percent_decode(&v.replace('+', " ")).into_owned();
+        match args.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, vs)) => vs.push(v),
+            None => args.push((k, vec![v])),
+        }
+    }
+    j.key("querystring");
+    j.open();
+    for (k, vs) in &args {
+        j.key_escaped(k);
+        match vs.as_slice() {
+            [one] => j.value_str(one),
+            many => j.value_strs(many.iter().map(String::as_str)),
+        }
+    }
+    j.close();
+}
 
-impl serde::Serialize for Query<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut args: Vec<(std::borrow::Cow<'_, str>, Vec<String>)> = Vec::new();
-        for pair in self
-            .0
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = crate::vars::request::percent_decode(k);
-            let v = crate::vars::request::percent_decode(&v.replace('+', " ")).into_owned();
-            match args.iter_mut().find(|(n, _)| *n == k) {
-                Some((_, vs)) => vs.push(v),
-                None => args.push((k, vec![v])),
-            }
-        }
-        let mut m = s.serialize_map(Some(args.len()))?;
-        for (k, vs) in &args {
-            match vs.as_slice() {
-                [one] => m.serialize_entry(k, one)?,
-                many => m.serialize_entry(k, many)?,
-            }
-        }
-        m.end()
+fn body(j: &mut Json, b: &Option<Vec<u8>>) {
+    if let Some(b) = b.as_deref() {
+        j.str("body", &String::from_utf8_lossy(b));
     }
 }
 
-fn lossy(b: &Option<Vec<u8>>) -> Option<std::borrow::Cow<'_, str>> {
-    b.as_deref().map(String::from_utf8_lossy)
-}
-
+/// APISIX's `get_full_log`, written straight to JSON text.
 fn full_entry(
     cx: &Cx<'_>,
     bodies: &Bodies,
@@ -389,45 +337,73 @@ fn full_entry(
     });
     let latency = done.latency.as_secs_f64() * 1000.0;
     let upstream_latency = done.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
-    let entry = Full {
-        request: Req {
-            url: format!("{scheme}://{host}:{port}{uri}"),
-            uri,
-            method: done.method.as_str(),
-            headers: Headers(Some(&req.headers)),
-            querystring: Query(done.request_uri.query().or(req.uri.query())),
-            size: done.request_bytes,
-            body: lossy(&bodies.request),
-        },
-        response: Resp {
-            status: state.status,
-            headers: Headers(cx.session.response_written().map(|r| &r.headers)),
-            size: done.response_bytes,
-            body: lossy(&bodies.response),
-        },
-        server: Server {
-            hostname: crate::net::hostname(),
-            version: env!("CARGO_PKG_VERSION"),
-        },
-        upstream: done.node,
-        route_id,
-        service_id: match route_id {
+    let mut j = Json::with_capacity(1024);
+    j.open();
+    j.key("request");
+    j.open();
+    j.concat("url", &[&scheme, "://", &host, ":", &port, uri]);
+    j.str("uri", uri);
+    j.str("method", done.method.as_str());
+    headers(&mut j, "headers", Some(&req.headers));
+    querystring(&mut j, done.request_uri.query().or(req.uri.query()));
+    j.u64("size", done.request_bytes);
+    body(&mut j, &bodies.request);
+    j.close();
+    j.key("response");
+    j.open();
+    j.u64("status", u64::from(state.status));
+    headers(
+        &mut j,
+        "headers",
+        cx.session.response_written().map(|r| &r.headers),
+    );
+    j.u64("size", done.response_bytes);
+    body(&mut j, &bodies.response);
+    j.close();
+    j.key("server");
+    j.open();
+    j.str("hostname", crate::net::hostname());
+    j.str("version", env!("CARGO_PKG_VERSION"));
+    j.close();
+    if let Some(node) = done.node {
+        j.addr("upstream", node.ip(), Some(node.port()));
+    }
+    if let Some(r) = route_id {
+        j.str("route_id", r);
+    }
+    j.str(
+        "service_id",
+        match route_id {
             Some(_) => service_id.unwrap_or_default(),
             None => host.as_str(),
         },
-        consumer: state.consumer.as_ref().map(|c| Consumer {
-            username: c.username.as_str(),
-        }),
-        client_ip: state.client_ip,
-        start_time: done
-            .start_time
+    );
+    if let Some(c) = &state.consumer {
+        j.key("consumer");
+        j.open();
+        j.str("username", &c.username);
+        j.close();
+    }
+    match state.client_ip {
+        Some(ip) => j.addr("client_ip", ip, None),
+        None => j.null("client_ip"),
+    }
+    j.u64(
+        "start_time",
+        done.start_time
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as u64),
-        latency,
-        upstream_latency,
-        apisix_latency: (latency - upstream_latency.unwrap_or(0.0)).max(0.0),
-    };
-    serde_json::to_string(&entry).unwrap_or_default().into()
+    );
+    j.f64("latency", latency);
+    if let Some(u) = upstream_latency {
+        j.f64("upstream_latency", u);
+    }
+    j.f64(
+        "apisix_latency",
+        (latency - upstream_latency.unwrap_or(0.0)).max(0.0),
+    );
+    j.close();
+    j.finish().into()
 }
 
 fn keep(into: &mut Option<Vec<u8>>, piece: &[u8], max: usize) {
@@ -478,5 +454,34 @@ impl Plugin for Logger {
         if let Some(q) = queue {
             q.push(entry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_query_as_apisix_logs_them() {
+        let mut h = http::HeaderMap::new();
+        h.append("x-one", http::HeaderValue::from_static("1"));
+        h.append("x-many", http::HeaderValue::from_static("a"));
+        h.append("x-many", http::HeaderValue::from_static("b\""));
+        h.append("x-last", http::HeaderValue::from_static("z"));
+        let mut j = Json::with_capacity(64);
+        j.open();
+        headers(&mut j, "headers", Some(&h));
+        headers(&mut j, "none", None);
+        querystring(&mut j, Some("a=1&b=x+y&a=2&c&q%22=%41"));
+        j.close();
+        let v: Value = serde_json::from_str(&j.finish()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "headers": {"x-one": "1", "x-many": ["a", "b\""], "x-last": "z"},
+                "none": {},
+                "querystring": {"a": ["1", "2"], "b": "x y", "c": "", "q\"": "A"}
+            })
+        );
     }
 }
