@@ -294,6 +294,42 @@ fn cert_pair(cert_field: &str, key_field: &str, cert: &str, key: &str) -> Result
     Ok(CertPair { chain, key })
 }
 
+/// `ssl_protocols`: Portico serves TLS 1.2 and 1.3 on every SNI, so only that set can be
+/// honoured; another (TLS 1.3 only, or TLS 1.1 too) is refused rather than ignored.
+fn check_ssl_protocols(v: Option<&Value>) -> Result<(), String> {
+    let Some(v) = v else {
+        return Ok(());
+    };
+    let field = "property \"ssl_protocols\" validation failed";
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("{field}: wrong type: expected array"))?;
+    let mut set = std::collections::BTreeSet::new();
+    for p in list {
+        match p.as_str() {
+            Some(p @ ("TLSv1.1" | "TLSv1.2" | "TLSv1.3")) => {
+                if !set.insert(p) {
+                    return Err(format!(
+                        "{field}: expected unique items but items are duplicated"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "{field}: matches none of the enum values (TLSv1.1, TLSv1.2, TLSv1.3): {p}"
+                ))
+            }
+        }
+    }
+    if set != std::collections::BTreeSet::from(["TLSv1.2", "TLSv1.3"]) {
+        return Err(format!(
+            "property \"ssl_protocols\": Portico serves TLSv1.2 and TLSv1.3 on every SNI and cannot apply {list:?}; the ssl is not served",
+            list = set.into_iter().collect::<Vec<_>>()
+        ));
+    }
+    Ok(())
+}
+
 impl Ssl {
     pub fn parse(value: &Value, fallback_id: Option<&str>) -> Result<Ssl, String> {
         let o = Obj::new(value)?;
@@ -312,6 +348,7 @@ impl Ssl {
         if snis.is_empty() && !client_only {
             return Err("property \"snis\" is required".into());
         }
+        check_ssl_protocols(o.get("ssl_protocols"))?;
         let client = match o.object("client")? {
             Some(c) if !client_only => {
                 if c.get("skip_mtls_uri_regex").is_some() {
@@ -402,5 +439,27 @@ impl PluginMetadata {
             None => None,
         };
         Ok(PluginMetadata { id, built })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ssl_protocols_portico_cannot_apply_are_refused() {
+        assert!(check_ssl_protocols(None).is_ok());
+        assert!(check_ssl_protocols(Some(&json!(["TLSv1.3", "TLSv1.2"]))).is_ok());
+        for bad in [
+            json!(["TLSv1.3"]),
+            json!(["TLSv1.1", "TLSv1.2", "TLSv1.3"]),
+            json!(["TLSv1.2", "TLSv1.2"]),
+            json!(["SSLv3"]),
+            json!("TLSv1.2"),
+        ] {
+            let e = check_ssl_protocols(Some(&bad)).unwrap_err();
+            assert!(e.contains("ssl_protocols"), "{bad}: {e}");
+        }
     }
 }

@@ -23,13 +23,11 @@ pub enum Scheme {
     #[default]
     Http,
     Https,
-    Grpc,
-    Grpcs,
 }
 
 impl Scheme {
     pub fn is_tls(self) -> bool {
-        matches!(self, Scheme::Https | Scheme::Grpcs)
+        matches!(self, Scheme::Https)
     }
 
     fn default_port(self) -> u16 {
@@ -384,18 +382,24 @@ impl Upstream {
             Some(v) => Some(Id::parse(v).map_err(|e| failed("id", e))?),
             None => fallback_id.map(Id::parse_str).transpose()?,
         };
-        let scheme = match o.str("scheme")? {
-            None | Some("http") => Scheme::Http,
-            Some("https") => Scheme::Https,
-            Some("grpc") => Scheme::Grpc,
-            Some("grpcs") => Scheme::Grpcs,
-            Some(other) => {
-                return Err(failed(
+        let scheme =
+            match o.str("scheme")? {
+                None | Some("http") => Scheme::Http,
+                Some("https") => Scheme::Https,
+                // Fail closed: proxied as HTTP/1.1 they would break every gRPC call.
+                Some(g @ ("grpc" | "grpcs")) => return Err(failed(
                     "scheme",
-                    format!("matches none of the enum values: {other:?}"),
-                ))
-            }
-        };
+                    format!(
+                        "{g:?} is not supported by Portico yet (gRPC needs HTTP/2 to the upstream)"
+                    ),
+                )),
+                Some(other) => {
+                    return Err(failed(
+                        "scheme",
+                        format!("matches none of the enum values: {other:?}"),
+                    ))
+                }
+            };
         let kind = match o.str("type")? {
             None | Some("roundrobin") => BalancerKind::Roundrobin,
             Some("chash") => BalancerKind::Chash,
@@ -492,6 +496,19 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_upstreams_are_refused_not_proxied_as_http1() {
+        for scheme in ["grpc", "grpcs"] {
+            let e = Upstream::parse(
+                &json!({"scheme": scheme, "nodes": {"127.0.0.1:50051": 1}}),
+                None,
+            )
+            .err()
+            .unwrap();
+            assert!(e.contains("scheme") && e.contains("not supported"), "{e}");
+        }
+    }
     use serde_json::json;
 
     #[test]
