@@ -34,14 +34,16 @@
 //! - [`upstream`]: balancers, health checks, the keepalive pool accounting.
 //! - [`status`]: `/status` and friends, on their own listener.
 //! - [`logs`]: where finished requests are written off the request path: the access log's
-//!   writer, and the logger plugins' batch processor and sinks (HTTP, file, TCP, UDP).
+//!   writer, the logger plugins' batch processor and sinks (HTTP, file, TCP, UDP), and the
+//!   `opentelemetry` plugin's OTLP/HTTP exporter.
 //! - [`metrics`]: APISIX's Prometheus metrics: per-thread counters the proxy records into
 //!   when the `prometheus` plugin asks, folded by the exporter on its own listener.
 //! - [`admin`]: APISIX's Admin API, a writer to etcd beside the data path: it checks bodies
 //!   with the model and writes with the etcd client; the gateway sees the write come back
 //!   through the sync like anyone else's.
-//! - [`vars`], [`net`], [`keyring`]: shared leaves (APISIX variables and `vars` expressions,
-//!   CIDRs, APISIX's AES keyring).
+//! - [`vars`], [`net`], [`keyring`], [`sharded`]: shared leaves (APISIX variables and `vars`
+//!   expressions, CIDRs, APISIX's AES keyring, the sharded map the router and tables copy by
+//!   shard).
 //! - [`server`]: the process (command line, services); `main.rs` runs it with the built-in
 //!   plugins, and a user's binary can run it with more (`examples/custom_plugin.rs`).
 #![forbid(unsafe_code)]
@@ -58,6 +60,7 @@ pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod sharded;
 pub mod status;
 pub mod sync;
 pub mod tables;

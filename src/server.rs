@@ -392,7 +392,7 @@ pub fn run(mut registry: Registry) -> ExitCode {
 /// An HTTPS listener's settings: certificates by SNI from the snapshot, TLS 1.2 and 1.3
 /// only, HTTP/2 offered by ALPN unless `proxy.http2` is off.
 fn tls_settings(
-    store: &Arc<crate::tables::Store>,
+    store: &Arc<Store>,
     p: &crate::config::ProxyConfig,
 ) -> Result<pingora_core::listeners::tls::TlsSettings, String> {
     let callbacks = Box::new(crate::tls::SniCerts::new(

@@ -2,9 +2,10 @@
 //! (200 once a config is in place, else 503), `/status/keys`, `/status/upstreams` (node
 //! health) and `/status/connections` (upstream connections per peer), on their own listener.
 
+use parking_lot::Mutex;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -54,17 +55,17 @@ impl SourceStatus {
 
     /// Serves `view` at `GET /status/keys`.
     pub fn set_keys_view(&self, view: View) {
-        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
+        *self.keys.lock() = Some(view);
     }
 
     fn keys(&self) -> Option<Value> {
-        let view = self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let view = self.keys.lock().clone();
         view.map(|v| v())
     }
 
     /// Sets one field of the source's detail.
     pub fn set(&self, key: &str, value: Value) {
-        let mut detail = self.detail.lock().unwrap_or_else(|p| p.into_inner());
+        let mut detail = self.detail.lock();
         if let Value::Object(map) = &mut *detail {
             map.insert(key.to_string(), value);
         }
@@ -72,7 +73,7 @@ impl SourceStatus {
 
     /// Whether the source answered last time it was asked (etcd: contacted, no error since).
     pub fn reachable(&self) -> bool {
-        let detail = self.detail.lock().unwrap_or_else(|p| p.into_inner());
+        let detail = self.detail.lock();
         detail.get("last_contact").is_some() && detail.get("last_error").is_none_or(Value::is_null)
     }
 
@@ -93,10 +94,7 @@ impl SourceStatus {
     }
 
     fn snapshot(&self) -> Value {
-        self.detail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.detail.lock().clone()
     }
 }
 
@@ -201,7 +199,7 @@ impl StatusApp {
                         "weight": n.node.weight,
                         "priority": n.node.priority,
                         "healthy": n.health.is_healthy(),
-                        "in_flight": n.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                        "in_flight": n.stats.in_flight.load(Ordering::Relaxed),
                         "ewma_ms": n.stats.ewma_ms(),
                     })
                 })

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::model::parse_items;
 use crate::model::{Invalid, Kind};
-use crate::tables::{load_items, ConfigSet};
+use crate::tables::ConfigSet;
 
 /// A file read in full: the valid resources and the items rejected one by one.
 #[derive(Debug, Default)]
@@ -200,20 +201,19 @@ pub fn parse(text: &str) -> Result<Loaded, String> {
                 None => unique.push((None, item)),
             }
         }
-        load_items(
-            kind,
-            unique,
-            &mut loaded.config,
-            &mut loaded.rejected,
-            &mut seq,
-        );
-        load_items(
+        let parsed = parse_items(kind, unique).into_iter().chain(parse_items(
             Kind::Credential,
             std::mem::take(&mut credentials),
-            &mut loaded.config,
-            &mut loaded.rejected,
-            &mut seq,
-        );
+        ));
+        for item in parsed {
+            match item {
+                Ok(resource) => {
+                    seq += 1;
+                    loaded.config.insert(seq, resource);
+                }
+                Err(invalid) => loaded.rejected.push(invalid),
+            }
+        }
     }
     Ok(loaded)
 }

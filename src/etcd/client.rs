@@ -1,7 +1,8 @@
 //! The client: endpoint choice, failover, auth tokens and API prefix, shared by every call.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -323,7 +324,7 @@ impl Inner {
             return Ok(None);
         };
         let slot = &self.tokens[index];
-        let cached = || match &*slot.state.lock().unwrap_or_else(|p| p.into_inner()) {
+        let cached = || match &*slot.state.lock() {
             TokenState::Token(t) => Some(Some(t.clone())),
             TokenState::NotNeeded => Some(None),
             TokenState::Unknown => None,
@@ -340,7 +341,7 @@ impl Inner {
             TokenState::Token(t) => Some(t.clone()),
             _ => None,
         };
-        *slot.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        *slot.state.lock() = state;
         Ok(token)
     }
 
@@ -357,10 +358,7 @@ impl Inner {
 
     /// Drops the cached token if it is still the one that was refused.
     pub fn invalidate_token(&self, index: usize, used: Option<&Arc<str>>) {
-        let mut state = self.tokens[index]
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut state = self.tokens[index].state.lock();
         let same = match (&*state, used) {
             (TokenState::Token(t), Some(u)) => Arc::ptr_eq(t, u),
             (TokenState::NotNeeded, None) => true,

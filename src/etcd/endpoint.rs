@@ -1,8 +1,8 @@
 //! Endpoint addresses and their health: round robin over the healthy ones.
 
+use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
@@ -142,10 +142,7 @@ impl EndpointSet {
     }
 
     fn is_healthy(&self, index: usize, now: Instant) -> bool {
-        let mut down = self.health[index]
-            .down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut down = self.health[index].down_until.lock();
         match *down {
             Some(until) if until > now => false,
             Some(_) => {
@@ -182,10 +179,7 @@ impl EndpointSet {
             let until = Instant::now()
                 .checked_add(self.options.fail_timeout)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-            *self.health[index]
-                .down_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(until);
+            *self.health[index].down_until.lock() = Some(until);
             log::warn!(
                 "etcd endpoint {} marked unhealthy for {:?} after {fails} failure(s): {why}",
                 self.endpoints[index],

@@ -5,67 +5,14 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, Replay};
 use super::codec::unb64;
 use super::error::{Error, Result};
+use super::options::{
+    DeleteOptions, GetOptions, ReaddirOptions, SetOptions, SortOrder, SortTarget,
+};
 use super::txn::{Compare, CompareResult, CompareTarget, TxnOp};
 use super::types::{
     DeleteResponse, GetResponse, KeyValue, PutResponse, RangeResponse, ResponseHeader, TxnResponse,
     WireDelete, WirePut, WireRange,
 };
-
-/// Options of `get`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GetOptions {
-    /// Read at this revision; 0 or `None` is the newest.
-    pub revision: Option<i64>,
-}
-
-/// Options of `set`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetOptions {
-    /// Attach the key to this lease.
-    pub lease: Option<i64>,
-    /// Return the previous key-value.
-    pub prev_kv: bool,
-    /// Keep the current value (the key must exist).
-    pub ignore_value: bool,
-    /// Keep the current lease (the key must exist).
-    pub ignore_lease: bool,
-}
-
-/// Options of `delete` and `rmdir`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeleteOptions {
-    pub prev_kv: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SortOrder {
-    #[default]
-    None,
-    Ascend,
-    Descend,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SortTarget {
-    #[default]
-    Key,
-    Version,
-    Create,
-    Mod,
-    Value,
-}
-
-/// Options of `readdir`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReaddirOptions {
-    pub revision: Option<i64>,
-    /// At most this many keys; 0 or `None` is no limit.
-    pub limit: Option<i64>,
-    pub sort_order: SortOrder,
-    pub sort_target: SortTarget,
-    pub keys_only: bool,
-    pub count_only: bool,
-}
 
 /// Every key under a prefix, read in pages at one revision.
 #[derive(Debug, Clone, PartialEq)]

@@ -34,13 +34,11 @@ pub use client::{api_prefix_for, Client};
 pub use codec::prefix_range_end;
 pub use endpoint::Endpoint;
 pub use error::{DecodeError, Error, Result, V2Code};
-pub use kv::{
-    DeleteOptions, GetOptions, ReaddirOptions, SetOptions, Snapshot, SortOrder, SortTarget,
-    DEFAULT_PAGE,
-};
+pub use kv::{Snapshot, DEFAULT_PAGE};
 pub use lease::{KeepAlive, KeepAliveState};
 pub use options::{
-    ClientOptions, HealthOptions, Pem, Serializer, TlsOptions, DEFAULT_MAX_RESPONSE_BYTES,
+    ClientOptions, DeleteOptions, GetOptions, HealthOptions, Pem, ReaddirOptions, Serializer,
+    SetOptions, SortOrder, SortTarget, TlsOptions, DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use txn::{Compare, CompareResult, CompareTarget, TxnOp};
 pub use types::{

@@ -1,9 +1,10 @@
 //! HTTP/1.1 to etcd over Pingora's own connector: pooled keep-alive connections, TLS with
 //! CA / client certificate / SNI, and unix sockets, so the gateway carries one HTTP stack.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -229,10 +230,7 @@ impl Transport {
         if let Some(ip) = ep.ip() {
             return Ok(SocketAddr::new(ip, ep.port));
         }
-        if let Some(addr) = *self.resolved[index]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
+        if let Some(addr) = *self.resolved[index].lock() {
             return Ok(addr);
         }
         let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
@@ -240,16 +238,12 @@ impl Transport {
             .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
             .next()
             .ok_or_else(|| format!("{} resolves to no address", ep.host))?;
-        *self.resolved[index]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        *self.resolved[index].lock() = Some(addr);
         Ok(addr)
     }
 
     fn forget_address(&self, index: usize) {
-        *self.resolved[index]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        *self.resolved[index].lock() = None;
     }
 
     /// Sends one request and returns once the response header is in.

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::{Client, Replay};
 use super::error::{Error, Result};
-use super::kv::{DeleteOptions, ReaddirOptions, SetOptions};
+use super::options::{DeleteOptions, ReaddirOptions, SetOptions};
 use super::types::{TxnResponse, WireTxn};
 
 /// What a compare looks at, with the operand to compare it to.

@@ -7,7 +7,8 @@
 //! none): while a send is slow or retrying, a full queue drops new entries and says so once a
 //! minute, instead of growing.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -194,11 +195,7 @@ impl<T: Send + Sync + 'static> Batcher<T> {
     /// Queues an entry, or drops it when the buffer is full.
     pub fn push(&self, entry: T) {
         let wake = {
-            let mut p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut p = self.shared.pending.lock();
             if p.entries.len() >= self.max_pending {
                 drop(p);
                 let name = &self.name;
@@ -224,11 +221,7 @@ impl<T: Send + Sync + 'static> Batcher<T> {
 
 impl<T> Drop for Batcher<T> {
     fn drop(&mut self) {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .closed = true;
+        self.shared.pending.lock().closed = true;
         self.shared.wake.notify_one();
     }
 }
@@ -244,7 +237,7 @@ async fn run<T: Send + Sync + 'static>(
     let max = s.batch_max_size.max(1);
     loop {
         let (batch, due) = {
-            let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = shared.pending.lock();
             if p.entries.is_empty() {
                 if p.closed {
                     return;
@@ -306,7 +299,7 @@ async fn send<T: Send + Sync + 'static>(sink: &dyn Sink<T>, s: &Plan, name: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     #[derive(Default)]
     struct Collect {
@@ -318,12 +311,7 @@ mod tests {
     #[async_trait]
     impl Sink<u32> for Collect {
         async fn send(&self, batch: &[u32]) -> Result<(), String> {
-            let at = self
-                .start
-                .lock()
-                .unwrap()
-                .map(|s| s.elapsed())
-                .unwrap_or_default();
+            let at = self.start.lock().map(|s| s.elapsed()).unwrap_or_default();
             if self
                 .fail_first
                 .fetch_update(
@@ -335,7 +323,7 @@ mod tests {
             {
                 return Err("down".into());
             }
-            self.batches.lock().unwrap().push((at, batch.to_vec()));
+            self.batches.lock().push((at, batch.to_vec()));
             Ok(())
         }
     }
@@ -356,7 +344,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_batch_goes_at_once_the_rest_after_inactive_timeout() {
         let sink = Arc::new(Collect::default());
-        *sink.start.lock().unwrap() = Some(Instant::now());
+        *sink.start.lock() = Some(Instant::now());
         let b = Batcher::start_on(
             &tokio::runtime::Handle::current(),
             "t",
@@ -367,13 +355,13 @@ mod tests {
             b.push(i);
         }
         settle().await;
-        assert_eq!(sink.batches.lock().unwrap().len(), 1);
+        assert_eq!(sink.batches.lock().len(), 1);
         tokio::time::sleep(Duration::from_secs(4)).await;
         settle().await;
-        assert_eq!(sink.batches.lock().unwrap().len(), 1, "not yet inactive");
+        assert_eq!(sink.batches.lock().len(), 1, "not yet inactive");
         tokio::time::sleep(Duration::from_secs(2)).await;
         settle().await;
-        let got = sink.batches.lock().unwrap().clone();
+        let got = sink.batches.lock().clone();
         assert_eq!(got[0].1, [0, 1, 2]);
         assert_eq!(got[1].1, [3]);
         assert_eq!(got[1].0, Duration::from_secs(5));
@@ -382,7 +370,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_steady_trickle_is_sent_after_buffer_duration() {
         let sink = Arc::new(Collect::default());
-        *sink.start.lock().unwrap() = Some(Instant::now());
+        *sink.start.lock() = Some(Instant::now());
         let s = BatchSettings {
             inactive_timeout: 10,
             ..settings(1000)
@@ -394,7 +382,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(7)).await;
         }
         settle().await;
-        let got = sink.batches.lock().unwrap().clone();
+        let got = sink.batches.lock().clone();
         assert_eq!(got[0].0, Duration::from_secs(60));
         assert_eq!(got[0].1, (0..9).collect::<Vec<_>>(), "0 s to 56 s");
     }
@@ -404,7 +392,7 @@ mod tests {
         let sink = Arc::new(Collect::default());
         sink.fail_first
             .store(2, std::sync::atomic::Ordering::Relaxed);
-        *sink.start.lock().unwrap() = Some(Instant::now());
+        *sink.start.lock() = Some(Instant::now());
         let s = BatchSettings {
             batch_max_size: 1,
             max_retry_count: 2,
@@ -418,7 +406,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
         settle().await;
-        let got = sink.batches.lock().unwrap().clone();
+        let got = sink.batches.lock().clone();
         // the first entry got through on its third try, 6 s later; the queue held two more
         assert_eq!(got[0], (Duration::from_secs(6), vec![0]));
         let sent: Vec<u32> = got.iter().flat_map(|(_, b)| b.clone()).collect();
@@ -437,7 +425,7 @@ mod tests {
         b.push(7);
         drop(b);
         settle().await;
-        assert_eq!(sink.batches.lock().unwrap()[0].1, [7]);
+        assert_eq!(sink.batches.lock()[0].1, [7]);
     }
 
     #[test]

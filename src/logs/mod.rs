@@ -65,14 +65,14 @@ pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
 /// Says something at most once a minute (a full queue, a dead endpoint), with how many
 /// times it happened since it was last said.
 pub struct Once {
-    last: std::sync::Mutex<Option<Instant>>,
+    last: parking_lot::Mutex<Option<Instant>>,
     count: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Once {
     fn default() -> Self {
         Once {
-            last: std::sync::Mutex::new(None),
+            last: parking_lot::Mutex::new(None),
             count: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -81,7 +81,7 @@ impl Default for Once {
 impl Once {
     pub fn say(&self, message: impl FnOnce(u64) -> String) {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return;
         }

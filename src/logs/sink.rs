@@ -1,10 +1,10 @@
 //! Where the logger plugins send their batches: an HTTP endpoint, a file, a TCP or UDP peer.
 //! Each is a [`Sink`] of JSON entries; the plugin chooses how a batch is encoded.
 
+use parking_lot::Mutex;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -255,7 +255,7 @@ impl Sink<Entry> for FileSink {
     async fn send(&self, batch: &[Entry]) -> Result<(), String> {
         let mut out = Encoding::Lines.encode(batch, false);
         out.push(b'\n');
-        let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.file.lock();
         // Reopened when the file was moved away (logrotate) or never opened.
         let moved = slot.is_some() && !self.path.exists();
         if slot.is_none() || moved {

@@ -4,10 +4,11 @@
 //! key written into a buffer the shard keeps, so a label set seen before costs no allocation.
 //! Only a scrape takes the other threads' locks, each for the time it takes to copy them.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// APISIX's default latency buckets, in milliseconds.
 pub const BUCKETS: [f64; 15] = [
@@ -195,7 +196,7 @@ fn shards() -> &'static Mutex<Vec<Arc<Shard>>> {
 thread_local! {
     static SHARD: Arc<Shard> = {
         let shard = Arc::new(Shard::default());
-        shards().lock().unwrap_or_else(|p| p.into_inner()).push(shard.clone());
+        shards().lock().push(shard.clone());
         shard
     };
 }
@@ -215,7 +216,7 @@ pub fn requests() -> u64 {
 /// Records a finished request in this thread's shard.
 pub fn record(s: &HttpSample<'_>) {
     SHARD.with(|shard| {
-        let mut inner = shard.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = shard.inner.lock();
         let Inner { series, key } = &mut *inner;
         key.clear();
         for part in [s.route, s.service, s.consumer, s.node] {
@@ -239,11 +240,11 @@ pub fn record(s: &HttpSample<'_>) {
 
 /// Every thread's counters added up, in label order.
 pub fn fold() -> Vec<Series> {
-    let all: Vec<Arc<Shard>> = shards().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let all: Vec<Arc<Shard>> = shards().lock().clone();
     let mut out: BTreeMap<Labels, Series> = BTreeMap::new();
     for shard in all {
         let copy: Vec<Series> = {
-            let inner = shard.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = shard.inner.lock();
             inner.series.values().cloned().collect()
         };
         for s in copy {

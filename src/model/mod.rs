@@ -121,6 +121,31 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// Parses resources of one kind from JSON values (each with the id its place gives it, if
+/// any): every item is parsed or named as invalid (and logged), so one bad item never blocks
+/// the rest.
+pub fn parse_items<'a>(
+    kind: Kind,
+    items: impl IntoIterator<Item = (Option<String>, &'a serde_json::Value)>,
+) -> Vec<Result<Resource, Invalid>> {
+    items
+        .into_iter()
+        .map(|(fallback_id, value)| {
+            Resource::parse(kind, value, fallback_id.as_deref()).map_err(|message| {
+                let id = value
+                    .get("id")
+                    .or_else(|| value.get("username"))
+                    .map(|v| v.to_string().trim_matches('"').to_string())
+                    .or(fallback_id)
+                    .unwrap_or_else(|| "(no id)".to_string());
+                let invalid = Invalid { kind, id, message };
+                log::error!("{invalid}");
+                invalid
+            })
+        })
+        .collect()
+}
+
 /// One validated resource of any kind.
 #[derive(Debug, Clone)]
 pub enum Resource {

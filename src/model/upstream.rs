@@ -382,24 +382,25 @@ impl Upstream {
             Some(v) => Some(Id::parse(v).map_err(|e| failed("id", e))?),
             None => fallback_id.map(Id::parse_str).transpose()?,
         };
-        let scheme =
-            match o.str("scheme")? {
-                None | Some("http") => Scheme::Http,
-                Some("https") => Scheme::Https,
-                // Fail closed: proxied as HTTP/1.1 they would break every gRPC call.
-                Some(g @ ("grpc" | "grpcs")) => return Err(failed(
+        let scheme = match o.str("scheme")? {
+            None | Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            // Fail closed: proxied as HTTP/1.1 they would break every gRPC call.
+            Some(g @ ("grpc" | "grpcs")) => {
+                return Err(failed(
                     "scheme",
                     format!(
                         "{g:?} is not supported by Portico yet (gRPC needs HTTP/2 to the upstream)"
                     ),
-                )),
-                Some(other) => {
-                    return Err(failed(
-                        "scheme",
-                        format!("matches none of the enum values: {other:?}"),
-                    ))
-                }
-            };
+                ))
+            }
+            Some(other) => {
+                return Err(failed(
+                    "scheme",
+                    format!("matches none of the enum values: {other:?}"),
+                ))
+            }
+        };
         let kind = match o.str("type")? {
             None | Some("roundrobin") => BalancerKind::Roundrobin,
             Some("chash") => BalancerKind::Chash,

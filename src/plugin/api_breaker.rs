@@ -3,8 +3,9 @@
 //! `max_breaker_sec`), until `healthy.successes` healthy answers close the breaker again.
 //! Breakers are kept per host and path, in the plugin instance.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -174,7 +175,7 @@ impl ApiBreaker {
 
     /// Whether the breaker of `key` is open now.
     fn open(&self, key: &str, now: Instant) -> bool {
-        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let states = self.states.lock();
         let Some(st) = states.get(key) else {
             return false;
         };
@@ -188,7 +189,7 @@ impl ApiBreaker {
 
     /// Counts an upstream answer.
     fn record(&self, key: String, status: u16, now: Instant) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states = self.states.lock();
         if self.unhealthy.http_statuses.contains(&status) {
             if states.len() >= MAX_TRACKED && !states.contains_key(&key) {
                 states.retain(|_, s| s.unhealthy > 0 && s.broke_at.is_some());

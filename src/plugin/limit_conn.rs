@@ -286,11 +286,11 @@ fn wait_then(delay: Duration, mut place: Place, slot: PlaceSlot) -> Flow {
 
 /// Holds a place taken after a wait, until the request's context ends.
 #[derive(Clone, Default)]
-struct PlaceSlot(Arc<std::sync::Mutex<Option<Place>>>);
+struct PlaceSlot(Arc<parking_lot::Mutex<Option<Place>>>);
 
 impl PlaceSlot {
     fn put(&self, place: Place) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(place);
+        *self.0.lock() = Some(place);
     }
 }
 
@@ -355,9 +355,7 @@ impl Plugin for LimitConn {
                             slot.put(place);
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
-                                if let Some(p) =
-                                    slot.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-                                {
+                                if let Some(p) = slot.0.lock().as_mut() {
                                     p.since = Instant::now();
                                 }
                             }

@@ -84,7 +84,7 @@ pub fn known_fields(settings: &Value, own: &[&str], batched: bool) -> Result<(),
 pub fn metadata(value: &Value) -> Result<Option<super::Metadata>, String> {
     match value.get("log_format") {
         None => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(std::sync::Arc::new(Format::parse(map)))),
+        Some(Value::Object(map)) => Ok(Some(Arc::new(Format::parse(map)))),
         Some(_) => {
             Err("property \"log_format\" validation failed: wrong type: expected object".into())
         }

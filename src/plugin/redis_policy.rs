@@ -7,8 +7,9 @@
 //! blocks on Redis: every call is async and bounded by `redis_timeout`. A limit runs one Lua
 //! script per request, so each check-and-count is atomic in Redis, also across gateways.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -409,7 +410,7 @@ impl Redis {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
-        if let Some(at) = *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(at) = *self.failed_at.lock() {
             if at.elapsed() < RETRY_CONNECT {
                 return Err(RedisError::Unreachable("failed a moment ago".into()));
             }
@@ -443,7 +444,7 @@ impl Redis {
         match made {
             Ok(c) => Ok(c.clone()),
             Err(e) => {
-                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                *self.failed_at.lock() = Some(Instant::now());
                 Err(e)
             }
         }

@@ -3,19 +3,17 @@
 //! file) does not reset it, while a changed setting (another key) starts afresh. A state
 //! nobody uses any more is dropped with its last user.
 
+use parking_lot::Mutex;
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 type Entry = Weak<dyn Any + Send + Sync>;
 
 /// The state under `key`, made by `make` if none is alive.
 pub fn shared<T: Any + Send + Sync>(key: String, make: impl FnOnce() -> T) -> Arc<T> {
     static STATES: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
-    let mut states = STATES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut states = STATES.get_or_init(Default::default).lock();
     if let Some(found) = states
         .get(&key)
         .and_then(Weak::upgrade)
@@ -95,9 +93,7 @@ impl<V> Keyed<V> {
         let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
-        let mut guard = self.shards[(h % self.shards.len() as u64) as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.shards[(h % self.shards.len() as u64) as usize].lock();
         let (map, next_sweep) = &mut *guard;
         if map.len() >= *next_sweep && !map.contains_key(key) {
             map.retain(|_, v| !stale(v));
@@ -138,7 +134,7 @@ mod tests {
             let key = format!("key{i}");
             k.with(&key, |_| false, |m| m.insert(key.clone(), 1));
         }
-        let total: usize = k.shards.iter().map(|s| s.lock().unwrap().0.len()).sum();
+        let total: usize = k.shards.iter().map(|s| s.lock().0.len()).sum();
         assert!(total <= 5000 * 16, "{total}");
     }
 }

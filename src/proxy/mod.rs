@@ -42,7 +42,7 @@ pub struct Gateway {
     pools: Arc<Pools>,
     client: ClientTimeouts,
     /// Config errors seen by requests, logged once a minute each rather than per request.
-    said: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    said: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     /// The access log's line format, when there is an access log.
     access_log: Option<crate::plugin::Template>,
 }
@@ -91,7 +91,7 @@ impl Gateway {
     /// Logs a config error a request met (a missing service or upstream), once a minute at
     /// most for each, so a flood of requests does not flood the log.
     fn say_once(&self, message: &str) {
-        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let mut said = self.said.lock();
         let now = Instant::now();
         if said
             .get(message)

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::{Methods, Route};
-use crate::tables::sharded::ShardedMap;
+use crate::sharded::ShardedMap;
 use crate::vars::VarLookup;
 use radix::PrefixTree;
 

@@ -4,9 +4,10 @@
 //! whose difference (by `mod_revision`) is applied. Failures keep the last good config and
 //! retry with a growing, jittered delay; the watch resumes from the last applied revision.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -269,7 +270,7 @@ impl EtcdSync {
         });
         let mirror = sync.mirror.clone();
         sync.status.set_keys_view(Arc::new(move || {
-            let m = mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let m = mirror.lock();
             let keys: serde_json::Map<String, Value> = m
                 .items
                 .iter()
@@ -297,7 +298,7 @@ impl EtcdSync {
     /// Publishes `changes` and records the mirror's revision and rejections.
     fn publish(&self, changes: Vec<Change>, rejected_changed: bool) {
         let (revision, rejected) = {
-            let m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let m = self.mirror.lock();
             (m.revision, rejected_changed.then(|| m.rejected_list()))
         };
         let loaded = self.store.load().loaded;
@@ -341,7 +342,7 @@ impl EtcdSync {
         self.contact(None);
         let mut changes = Vec::new();
         {
-            let mut m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = self.mirror.lock();
             if snapshot.revision < m.revision {
                 log::warn!(
                     "etcd revision went back from {} to {}: etcd was reset; taking its content as it is",
@@ -401,7 +402,7 @@ impl EtcdSync {
 
     /// Applies the events of one watch message to the mirror; returns the table changes.
     fn apply_events(&self, events: Vec<crate::etcd::Event>, changes: &mut Vec<Change>) -> bool {
-        let mut m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.mirror.lock();
         let mut rejected_changed = false;
         // One revision comes in one message (a txn's writes share it): skip only revisions
         // applied before this message.
@@ -442,12 +443,7 @@ impl EtcdSync {
 
     /// Follows the prefix from the last applied revision + 1 until the watch ends.
     async fn watch(&self, backoff: &mut Backoff, shutdown: &mut ShutdownWatch) -> WatchEnd {
-        let from = self
-            .mirror
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .revision
-            + 1;
+        let from = self.mirror.lock().revision + 1;
         let opts = WatchOptions {
             start_revision: Some(from),
             idle_timeout: Some(self.watch_idle),
@@ -571,7 +567,7 @@ impl EtcdSync {
         };
         let mut changes = Vec::new();
         {
-            let mut m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = self.mirror.lock();
             let mut items: Vec<(String, Item)> = saved.items.into_iter().collect();
             items.sort_by_key(|(_, i)| i.mod_revision);
             for (key, item) in items {
@@ -597,7 +593,7 @@ impl EtcdSync {
             return;
         };
         let (revision, bytes) = {
-            let m = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let m = self.mirror.lock();
             // Nothing read yet, or nothing new since the last save.
             if m.revision == 0 || m.revision == *last_saved {
                 return;

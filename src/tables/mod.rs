@@ -9,16 +9,14 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-pub mod sharded;
-
 use crate::model::{
     Consumer, ConsumerGroup, Credential, GlobalRule, Id, Invalid, Kind, PluginConfig, Resource,
     Route, Service, Ssl, Timeout, Upstream,
 };
 use crate::plugin::{Built, Chain, ConsumerIndex, ConsumerMatch, UpstreamChoice};
 use crate::router::{RouteEntry, Router};
+use crate::sharded::ShardedMap;
 use crate::upstream::Balancer;
-use sharded::ShardedMap;
 
 /// A resource with the order it was loaded in (the router's last tie-breaker).
 #[derive(Debug)]
@@ -1013,15 +1011,32 @@ fn link(map: &mut ShardedMap<Id, Arc<BTreeSet<Id>>>, to: &Id, route: &Id, linked
 }
 
 /// Holds the current [`Tables`] and publishes new versions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Tables>,
     versions: AtomicU64,
+    /// The version last published, for services that act on a change (the health checker).
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            current: ArcSwap::default(),
+            versions: AtomicU64::new(0),
+            published: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// Told of every version published from now on (the latest, not each one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The current snapshot; keep it for the whole request.
@@ -1031,8 +1046,10 @@ impl Store {
 
     fn store(&self, mut tables: Tables) -> Arc<Tables> {
         tables.version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let version = tables.version;
         let tables = Arc::new(tables);
         self.current.store(tables.clone());
+        self.published.send_replace(version);
         tables
     }
 
@@ -1050,36 +1067,6 @@ impl Store {
     ) -> Arc<Tables> {
         let next = self.current.load().apply(changes, rejected);
         self.store(next)
-    }
-}
-
-/// Parses resources of one kind from JSON values, keeping the valid ones and collecting the
-/// errors of the others: one bad item never blocks the rest.
-pub fn load_items<'a>(
-    kind: Kind,
-    items: impl IntoIterator<Item = (Option<String>, &'a serde_json::Value)>,
-    config: &mut ConfigSet,
-    rejected: &mut Vec<Invalid>,
-    seq: &mut u64,
-) {
-    for (fallback_id, value) in items {
-        match Resource::parse(kind, value, fallback_id.as_deref()) {
-            Ok(resource) => {
-                *seq += 1;
-                config.insert(*seq, resource);
-            }
-            Err(message) => {
-                let id = value
-                    .get("id")
-                    .or_else(|| value.get("username"))
-                    .map(|v| v.to_string().trim_matches('"').to_string())
-                    .or(fallback_id)
-                    .unwrap_or_else(|| "(no id)".to_string());
-                let invalid = Invalid { kind, id, message };
-                log::error!("{invalid}");
-                rejected.push(invalid);
-            }
-        }
     }
 }
 

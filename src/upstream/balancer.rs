@@ -1,8 +1,9 @@
 //! Choosing a node: smooth weighted round robin, consistent hashing, EWMA of latency and
 //! least connections, within the highest priority group of healthy nodes.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::health::{Checks, Health};
@@ -32,7 +33,7 @@ impl Stats {
     pub fn observe(&self, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
         let now = Instant::now();
-        let mut e = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.ewma.lock();
         *e = Some(match *e {
             None => (ms, now),
             Some((old, at)) => {
@@ -44,10 +45,7 @@ impl Stats {
 
     /// The current EWMA in milliseconds; 0 before any sample (new nodes get tried).
     pub fn ewma_ms(&self) -> f64 {
-        self.ewma
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(0.0, |(v, _)| v)
+        self.ewma.lock().map_or(0.0, |(v, _)| v)
     }
 }
 
@@ -75,7 +73,7 @@ impl NodeState {
             return Ok(std::net::SocketAddr::new(ip, self.node.port));
         }
         let cached = {
-            let mut slot = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = self.resolved.lock();
             match *slot {
                 Some((addr, at)) if at.elapsed() < RESOLVE_EVERY => return Ok(addr),
                 // This request looks the name up again; the others meanwhile keep the address.
@@ -100,8 +98,7 @@ impl NodeState {
         });
         match (looked_up, cached) {
             (Ok(addr), _) => {
-                *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((addr, Instant::now()));
+                *self.resolved.lock() = Some((addr, Instant::now()));
                 Ok(addr)
             }
             // Kept for another RESOLVE_EVERY (stamped above), not looked up on every request.
@@ -254,7 +251,7 @@ impl Balancer {
     }
 
     fn pick_round_robin(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         let mut best: Option<usize> = None;
         let mut total = 0i64;
         for (i, n) in self.nodes.iter().enumerate() {

@@ -131,7 +131,8 @@ pub async fn run(balancer: Weak<Balancer>, name: String) {
     }
 }
 
-/// Starts the checkers of upstreams that have active checks, as they appear in the tables.
+/// Starts the checkers of upstreams that have active checks, as they appear in the tables:
+/// woken by each published version, so a new upstream is probed at once.
 pub struct HealthService {
     pub store: Arc<Store>,
 }
@@ -139,6 +140,7 @@ pub struct HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut published = self.store.subscribe();
         loop {
             let tables = self.store.load();
             for (name, balancer) in tables.balancers() {
@@ -148,7 +150,11 @@ impl BackgroundService for HealthService {
             }
             drop(tables);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -16,8 +16,9 @@
 //! connection that the server (or Pingora's global pool) closed while idle frees its place.
 
 use ahash::AHashMap as HashMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pingora_core::prelude::HttpPeer;
@@ -92,7 +93,7 @@ impl Pools {
 
     /// Every peer's connections, for `GET /status/connections`.
     pub fn snapshot(&self) -> serde_json::Value {
-        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        let groups = self.groups.read();
         let mut peers: Vec<serde_json::Value> = groups
             .values()
             .map(|g| {
@@ -120,12 +121,12 @@ impl Pools {
     }
 
     fn group(&self, key: u64, label: impl FnOnce() -> String) -> Arc<Group> {
-        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        let groups = self.groups.read();
         if let Some(g) = groups.get(&key) {
             return g.clone();
         }
         drop(groups);
-        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        let mut groups = self.groups.write();
         if groups.len() >= self.sweep_at.load(Ordering::Relaxed) {
             // Only the map holds a group with no open connection and no request under way.
             groups.retain(|_, g| Arc::strong_count(g) > 1);
@@ -154,7 +155,7 @@ fn peer_label(peer: &HttpPeer) -> String {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 /// One peer's connections.

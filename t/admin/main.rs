@@ -1,6 +1,7 @@
 //! The Admin API against a real etcd and the real gateway: every method on every kind, with
 //! the answer, the JSON stored in etcd (read back with etcdctl) and what the gateway serves
 //! after the write.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;
@@ -829,4 +830,103 @@ fn an_auth_key_another_consumer_holds_is_refused() {
         Some(json!({"plugins": {"basic-auth": {"username": "jb", "password": "q"}}})),
     );
     assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn post_and_patch_on_every_kind_that_takes_them() {
+    let etcd = EtcdMember::start();
+    let a = Admin::start(&etcd);
+    let echo = Echo::start("up");
+    let pem = harness::Certs::generate();
+    let cert = std::fs::read_to_string(pem.path("server.pem")).unwrap();
+    let key = std::fs::read_to_string(pem.path("server.key")).unwrap();
+    // POST: routes, services, upstreams and ssls (APISIX's), each with a generated id.
+    let posts: Vec<(&str, Value)> = vec![
+        ("/upstreams", json!({"nodes": {echo.addr(): 1}})),
+        ("/services", json!({"name": "posted"})),
+        (
+            "/routes",
+            json!({"uri": "/posted", "upstream": {"nodes": {echo.addr(): 1}}}),
+        ),
+        (
+            "/ssls",
+            json!({"cert": cert, "key": key, "snis": ["posted.test"]}),
+        ),
+    ];
+    for (dir, body) in &posts {
+        let (s, v) = a.call("POST", dir, Some(body.clone()));
+        assert_eq!(s, 201, "{dir}: {v}");
+        let key = v["key"].as_str().unwrap().to_string();
+        let id = key.rsplit('/').next().unwrap().to_string();
+        assert_eq!(id.len(), 20, "{key}");
+        assert_eq!(stored(&etcd, &key).unwrap()["id"], json!(id), "{dir}");
+        let (s, got) = a.call("GET", &format!("{dir}/{id}"), None);
+        assert_eq!(s, 200, "{dir}: {got}");
+        let (s, _) = a.call("DELETE", &format!("{dir}/{id}"), None);
+        assert_eq!(s, 200, "{dir}");
+    }
+    // PATCH on every kind that takes it: a merged field, create_time kept, update_time set.
+    let kinds: Vec<(&str, Value)> = vec![
+        ("/upstreams/u1", json!({"nodes": {echo.addr(): 1}})),
+        ("/services/s1", json!({"upstream_id": "u1"})),
+        (
+            "/plugin_configs/pc1",
+            json!({"plugins": {"request-id": {}}}),
+        ),
+        ("/routes/r1", json!({"uri": "/p", "service_id": "s1"})),
+        (
+            "/consumer_groups/cg1",
+            json!({"plugins": {"request-id": {}}}),
+        ),
+        (
+            "/ssls/t1",
+            json!({"cert": cert, "key": key, "snis": ["localhost"]}),
+        ),
+    ];
+    for (path, body) in &kinds {
+        let (s, v) = a.call("PUT", path, Some(body.clone()));
+        assert_eq!(s, 201, "{path}: {v}");
+        let created = v["value"]["create_time"].clone();
+        let (s, v) = a.call("PATCH", path, Some(json!({"labels": {"patched": "yes"}})));
+        assert_eq!(s, 200, "{path}: {v}");
+        let kept = stored(&etcd, &format!("/apisix{path}")).unwrap();
+        assert_eq!(kept["labels"], json!({"patched": "yes"}), "{path}: {kept}");
+        assert_eq!(kept["create_time"], created, "{path}");
+        for (k, want) in body.as_object().unwrap() {
+            if k != "key" {
+                assert_eq!(&kept[k], want, "{path}: {k} kept through the PATCH");
+            }
+        }
+        // a sub-path PATCH sets one field
+        let (s, v) = a.call("PATCH", &format!("{path}/desc"), Some(json!("one field")));
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_eq!(
+            stored(&etcd, &format!("/apisix{path}")).unwrap()["desc"],
+            "one field",
+            "{path}"
+        );
+    }
+    // global rules have no labels or desc: their plugins are patched
+    let (s, _) = a.call(
+        "PUT",
+        "/global_rules/g1",
+        Some(json!({"plugins": {"request-id": {}}})),
+    );
+    assert_eq!(s, 201);
+    let (s, v) = a.call(
+        "PATCH",
+        "/global_rules/g1/plugins",
+        Some(json!({"request-id": {"header_name": "X-P"}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        stored(&etcd, "/apisix/global_rules/g1").unwrap()["plugins"]["request-id"]["header_name"],
+        "X-P"
+    );
+    // the gateway serves the patched route
+    until_status(&a.gateway, "/p", &[], 200);
+    let (s, v) = a.call("PATCH", "/routes/r1", Some(json!({"uri": "/q"})));
+    assert_eq!(s, 200, "{v}");
+    until_status(&a.gateway, "/q", &[], 200);
+    until_status(&a.gateway, "/p", &[], 404);
 }

@@ -1,6 +1,7 @@
 //! The v2 keys API of the client against a real etcd 3.4 started with `--enable-v2=true`,
 //! one test per operation of `shared/seeds/etcd-v2-keys-api.txt`, then errors, waits and the
 //! directory follower.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

@@ -1,5 +1,6 @@
 //! The etcd v3 client against real etcd 3.4 members (and a byte-splitting local server for
 //! the watch chunking cases).
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

@@ -1,4 +1,5 @@
 //! The real `portico` binary on a standalone YAML file, with real upstream servers.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

@@ -97,10 +97,7 @@ fn cut_deleted_and_odd_files_keep_the_last_good_config() {
     assert_eq!(g.get("/v1", None).status, 200);
 
     // A FIFO in its place would block a reader forever: refused at once.
-    let fifo = std::process::Command::new("mkfifo")
-        .arg(g.yaml_path())
-        .status()
-        .unwrap();
+    let fifo = Command::new("mkfifo").arg(g.yaml_path()).status().unwrap();
     assert!(fifo.success());
     assert!(last_error("not a regular file"), "{}", g.status());
     assert_eq!(g.get("/v1", None).status, 200);

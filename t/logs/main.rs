@@ -1,6 +1,7 @@
 //! The access log and the logger plugins through the real binary: lines on disk (and after a
 //! logrotate-style rename and SIGUSR1), entries received by real HTTP, TCP and UDP servers,
 //! and a dead log server that never slows the proxy.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

@@ -1,5 +1,6 @@
 //! The `prometheus` plugin and exporter through the real binary: known traffic, then a scrape
 //! read by a Prometheus text parser nobody here wrote (Python's `prometheus_client`).
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

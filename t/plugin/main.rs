@@ -1,5 +1,6 @@
 //! The plugin pipeline through the real binary: each plugin's answers for the allowed and the
 //! refused request, checked against what the upstream (a real echo server) received.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

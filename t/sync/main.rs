@@ -1,4 +1,5 @@
 //! etcd as the config source: the real gateway following a real etcd, with real upstreams.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;

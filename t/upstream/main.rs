@@ -1,5 +1,6 @@
 //! Upstream behaviour through the real gateway and real upstream servers that can be slowed,
 //! stopped and restarted.
+#![allow(clippy::disallowed_types)] // tests may use std's Mutex (see clippy.toml)
 
 #[path = "../harness/mod.rs"]
 mod harness;
