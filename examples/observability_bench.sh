@@ -99,8 +99,11 @@ for i in range(n):
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
+# The answer's time (first byte, last byte) as a client that does not store it sees it; then
+# one kept to count its series.
 for _ in 1 2 3; do
-  curl -s -o "$dir/scrape.txt" -w "scrape of $ROUTES routes: %{time_total} s, %{size_download} bytes\n" \
+  curl -s -o /dev/null -w "scrape of $ROUTES routes: first byte %{time_starttransfer} s, whole answer %{time_total} s, %{size_download} bytes\n" \
     "http://127.0.0.1:$METRICS/apisix/prometheus/metrics"
 done
+curl -s -o "$dir/scrape.txt" "http://127.0.0.1:$METRICS/apisix/prometheus/metrics"
 echo "series lines: $(grep -vc '^#' "$dir/scrape.txt")"

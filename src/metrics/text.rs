@@ -68,9 +68,8 @@ impl Text {
 
     /// What was written so far; the text starts again empty, with the same capacity.
     pub fn take(&mut self) -> String {
-        let piece = self.out.clone();
-        self.out.clear();
-        piece
+        let capacity = self.out.capacity();
+        std::mem::replace(&mut self.out, String::with_capacity(capacity))
     }
 }
 
@@ -105,9 +104,10 @@ fn write_value(out: &mut String, v: f64) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        // itoa and zmij (serde_json's formatters): core::fmt was most of a scrape's time.
+        out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
-        let _ = write!(out, "{v}");
+        out.push_str(zmij::Buffer::new().format_finite(v));
     }
 }
 
