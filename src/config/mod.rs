@@ -538,37 +538,39 @@ impl GatewayConfig {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut config: GatewayConfig =
             serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        // Every problem of the file at once, not only the first.
+        let mut problems: Vec<String> = Vec::new();
+        let address = |field: &str, addr: &str, problems: &mut Vec<String>| {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("{field}: {addr:?} is not an address:port"));
+            }
+        };
         if config.proxy.listen.is_empty() {
-            return Err(err("proxy.listen: at least one listener is needed".into()));
+            problems.push("proxy.listen: at least one listener is needed".into());
         }
         for addr in &config.proxy.tls_listen {
-            addr.parse::<std::net::SocketAddr>()
-                .map_err(|_| err(format!("proxy.tls_listen: {addr:?} is not an address:port")))?;
+            address("proxy.tls_listen", addr, &mut problems);
         }
         for addr in &config.proxy.listen {
-            addr.parse::<std::net::SocketAddr>()
-                .map_err(|_| err(format!("proxy.listen: {addr:?} is not an address:port")))?;
+            address("proxy.listen", addr, &mut problems);
         }
-        crate::keyring::Keyring::new(&config.data_encryption.keyring).map_err(err)?;
+        if let Err(e) = crate::keyring::Keyring::new(&config.data_encryption.keyring) {
+            problems.push(e);
+        }
         if config.proxy.threads == 0 {
-            return Err(err("proxy.threads: must be at least 1".into()));
+            problems.push("proxy.threads: must be at least 1".into());
         }
         if !config.status.listen.is_empty() {
-            config
-                .status
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| {
-                    err(format!(
-                        "status.listen: {:?} is not an address:port",
-                        config.status.listen
-                    ))
-                })?;
+            address("status.listen", &config.status.listen, &mut problems);
         }
-        config.admin.check(config.config.provider).map_err(err)?;
-        config.metrics.check().map_err(err)?;
+        if let Err(e) = config.admin.check(config.config.provider) {
+            problems.push(e);
+        }
+        if let Err(e) = config.metrics.check() {
+            problems.push(e);
+        }
         if config.access_log.buffer == 0 {
-            return Err(err("access_log.buffer: must be at least 1".into()));
+            problems.push("access_log.buffer: must be at least 1".into());
         }
 
         let base = path.parent().unwrap_or(Path::new("."));
@@ -580,59 +582,57 @@ impl GatewayConfig {
             if ca.is_relative() {
                 *ca = base.join(&*ca);
             }
-            let pem = std::fs::read(&*ca).map_err(|e| {
-                err(format!(
+            match std::fs::read(&*ca) {
+                Err(e) => problems.push(format!(
                     "proxy.upstream_ca: cannot read {}: {e}",
                     ca.display()
-                ))
-            })?;
-            let certs = pingora_core::tls::x509::X509::stack_from_pem(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    err(format!(
+                )),
+                Ok(pem) => match pingora_core::tls::x509::X509::stack_from_pem(&pem)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                {
+                    Some(certs) => {
+                        config.proxy.upstream_ca_certs =
+                            Some(std::sync::Arc::new(certs.into_boxed_slice()))
+                    }
+                    None => problems.push(format!(
                         "proxy.upstream_ca: {} holds no PEM certificate",
                         ca.display()
-                    ))
-                })?;
-            config.proxy.upstream_ca_certs = Some(std::sync::Arc::new(certs.into_boxed_slice()));
+                    )),
+                },
+            }
         }
         if config.config.yaml.is_relative() {
             config.config.yaml = base.join(&config.config.yaml);
         }
         match (&mut config.etcd, config.config.provider) {
             (None, Provider::Etcd) => {
-                return Err(err(
-                    "config.provider is etcd but there is no etcd: section".into()
-                ))
+                problems.push("config.provider is etcd but there is no etcd: section".into())
             }
             (Some(etcd), _) => {
                 if etcd.endpoints.is_empty() {
-                    return Err(err("etcd.endpoints: at least one endpoint is needed".into()));
+                    problems.push("etcd.endpoints: at least one endpoint is needed".into());
                 }
                 // Bounded so every one of them makes a Duration (and an Instant ahead).
                 let seconds =
                     |v: f64, zero_ok: bool| (v > 0.0 || (zero_ok && v == 0.0)) && v <= MAX_SECONDS;
                 if !seconds(etcd.timeout, false) {
-                    return Err(err(format!(
+                    problems.push(format!(
                         "etcd.timeout: must be a number of seconds above 0, at most {MAX_SECONDS}"
-                    )));
+                    ));
                 }
                 if !seconds(etcd.fail_timeout, true) {
-                    return Err(err(format!(
+                    problems.push(format!(
                         "etcd.fail_timeout: must be a number of seconds from 0 to {MAX_SECONDS}"
-                    )));
+                    ));
                 }
                 if !seconds(etcd.watch_idle_timeout, false) {
-                    return Err(err(format!(
+                    problems.push(format!(
                         "etcd.watch_idle_timeout: must be a number of seconds above 0, at most {MAX_SECONDS}"
-                    )));
+                    ));
                 }
                 if !etcd.prefix.starts_with('/') {
-                    return Err(err(format!(
-                        "etcd.prefix: {:?} must start with /",
-                        etcd.prefix
-                    )));
+                    problems.push(format!("etcd.prefix: {:?} must start with /", etcd.prefix));
                 }
                 etcd.prefix = etcd.prefix.trim_end_matches('/').to_string();
                 let saved = &mut etcd.saved_config;
@@ -650,6 +650,34 @@ impl GatewayConfig {
             }
             (None, Provider::Yaml) => {}
         }
+        if !problems.is_empty() {
+            return Err(err(problems.join("\n  ")));
+        }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_of_the_file_is_named_at_once() {
+        let path = std::env::temp_dir().join(format!("portico-config-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "proxy:\n  listen: [\"nowhere\"]\n  threads: 0\nstatus:\n  listen: \"x:y\"\naccess_log:\n  buffer: 0\nconfig:\n  provider: yaml\n  yaml: apisix.yaml\n",
+        )
+        .unwrap();
+        let e = GatewayConfig::load(&path).err().unwrap().to_string();
+        let _ = std::fs::remove_file(&path);
+        for want in [
+            "proxy.listen: \"nowhere\"",
+            "proxy.threads",
+            "status.listen",
+            "access_log.buffer",
+        ] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
     }
 }
