@@ -115,9 +115,9 @@ struct MetadataSettings {
     batch_span_processor: SpanProcessor,
     #[serde(default)]
     set_ngx_var: bool,
-    /// Metadata kept in etcd carries its key's id.
-    #[allow(dead_code)]
-    id: Option<Value>,
+    /// Metadata kept in etcd carries its key's id (read, not used).
+    #[serde(default, rename = "id")]
+    _id: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq)]
@@ -483,14 +483,14 @@ fn warn_no_metadata() {
     });
 }
 
+/// The compiled `plugin_metadata/opentelemetry` of the request's config snapshot.
+fn tracer<'a>(cx: &'a Cx<'_>) -> Option<&'a Tracer> {
+    cx.state.metadata.as_deref()?.get::<Tracer>(NAME)
+}
+
 impl Plugin for OpenTelemetry {
     fn rewrite(&self, cx: &mut Cx<'_>) -> Flow {
-        let Some(tracer) = cx
-            .state
-            .metadata
-            .as_deref()
-            .and_then(|m| m.get::<Tracer>(NAME))
-        else {
+        let Some(tracer) = tracer(cx) else {
             warn_no_metadata();
             return Flow::Continue;
         };
@@ -556,20 +556,16 @@ impl Plugin for OpenTelemetry {
         let Some(started) = cx.state.get_at::<Started>(NAME, self.id) else {
             return;
         };
-        let Some(tracer) = cx
-            .state
-            .metadata
-            .as_deref()
-            .and_then(|m| m.get::<Tracer>(NAME))
-        else {
+        let Some(tracer) = tracer(cx) else {
             return;
         };
-        let done = cx.state.finished.clone().unwrap_or_default();
+        let empty = super::Finished::default();
+        let done = cx.state.finished.as_ref().unwrap_or(&empty);
         let end = SystemTime::now();
         let start = done
             .start_time
             .unwrap_or_else(|| end.checked_sub(done.latency).unwrap_or(end));
-        let span = self.span(cx, started, &done, start, end);
+        let span = self.span(cx, started, done, start, end);
         tracer.export(span);
     }
 }
